@@ -1,0 +1,210 @@
+"""`trainwell.fit`: recipe -> data -> model -> loop -> test once -> run folder.
+
+Everything that can be wrong with the input (recipe, data, monitors) is checked before the run
+folder is created, so a bad input never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import prefixed
+from .data.normalize import make_normalizer
+from .data.sources import Dataset, load_source, make_dataset
+from .data.split import make_splits
+from .errors import DataError, RecipeError
+from .init import init_model_
+from .loop import Callback, SplitTensors, Trainer
+from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
+from .metrics import metric_names
+from .models import build_model
+from .optim import build_optimizer
+from .recipe import Recipe, load_recipe
+from .rundir import HISTORY, METRICS, RECIPE, atomic_write_text, create_run_dir, history_csv, write_json
+
+
+@dataclass
+class Run:
+    """The result of `fit`: the run folder and what it holds, in memory."""
+    path: Path | None
+    recipe: Recipe
+    model: nn.Module
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """Data ready for the loop: normalized tensors per split, and what was fitted on train."""
+    dataset: Dataset
+    train: SplitTensors
+    val: SplitTensors | None
+    test: SplitTensors | None
+    normalizer: Any
+    indices: dict[str, np.ndarray]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(["train.device: got 'cuda', but no CUDA device is available; use \"auto\" or \"cpu\""])
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RecipeError(["train.device: got 'mps', but MPS is not available; use \"auto\" or \"cpu\""])
+    return torch.device(name)
+
+
+def _as_dataset(data: Any, task: str) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = (d.detach().cpu().numpy() if torch.is_tensor(d) else np.asarray(d) for d in data)
+        return make_dataset(x, y, task, name="data")
+    raise DataError("data: expected a trainwell Dataset or an (x, y) pair of arrays/tensors")
+
+
+def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None = None) -> Prepared:
+    """Load, split (seeded, stratified), fit normalization on train only, move to the device."""
+    ds = _as_dataset(data, recipe.data.task) if data is not None else load_source(recipe.data, recipe.seed)
+    labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
+    splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
+    device = device or torch.device("cpu")
+    x_all = torch.from_numpy(ds.x)
+    y_all = torch.from_numpy(ds.y)
+    normalizer = make_normalizer(recipe.data.normalize).fit(x_all[splits.train])
+
+    def part(idx: np.ndarray) -> SplitTensors | None:
+        if len(idx) == 0:
+            return None
+        ix = torch.from_numpy(idx)
+        return SplitTensors(normalizer.transform(x_all[ix]).contiguous().to(device), y_all[ix].to(device))
+
+    return Prepared(ds, part(splits.train), part(splits.val), part(splits.test), normalizer,
+                    {"train": splits.train, "val": splits.val, "test": splits.test})
+
+
+def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -> tuple[nn.Module, str]:
+    """The recipe's model, sized for the data and initialized; or the user's own module."""
+    kind = resolve_kind(recipe.loss.kind, ds.task)
+    if model is None:
+        model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
+        init_model_(model, recipe.init, torch.Generator().manual_seed(recipe.seed))
+        if kind == "nll":
+            model.add_module("log_softmax", LogSoftmaxHead())
+    return model, kind
+
+
+def check_monitors(recipe: Recipe, task: str) -> None:
+    cols = ["train_loss", "val_loss", "lr", "grad_norm"]
+    cols += [f"{p}_{m}" for p in ("train", "val") for m in metric_names(task)]
+    problems = []
+    for key, monitor in (("stopping.monitor", recipe.stopping.monitor),
+                         ("schedule.monitor", getattr(recipe.schedule, "monitor", None))):
+        if monitor is not None and monitor not in cols and (key != "stopping.monitor" or recipe.stopping.enabled
+                                                              or recipe.checkpoint.best):
+            problems.append(f"{key}: got {monitor!r}, not logged for a {task} task; choose one of {', '.join(cols)}")
+    if problems:
+        raise RecipeError(problems)
+
+
+def environment() -> dict[str, str]:
+    return {"trainwell": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: str | Path | None = None,
+        quiet: bool = False, model: nn.Module | None = None, data: Any = None, force: bool = False,
+        callbacks: list[Callback] | None = None, **overrides: Any) -> Run:
+    """Train a network from a recipe and write its run folder.
+
+    `recipe`: a TOML path, a dict, a Recipe, or None for the default recipe (digits).
+    `overrides`: dotted keys, e.g. `fit(**{"optimizer.lr": 3e-3})`.
+    `model`: your own nn.Module instead of the recipe's [model]; `data`: an (x, y) pair instead
+    of `data.source`. `out`: the run folder (default runs/<time>-<name>); `quiet`: no output.
+    """
+    recipe = load_recipe(recipe, overrides)
+    device = pick_device(recipe.train.device)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    torch.manual_seed(recipe.seed)
+    prepared = prepare_data(recipe, data, device)
+    ds = prepared.dataset
+    check_monitors(recipe, ds.task)
+    try:
+        net, loss_kind = build_network(recipe, ds, model)
+        loss_fn = build_loss(recipe.loss, ds.task)
+    except ValueError as exc:
+        raise RecipeError([str(exc)]) from None
+    net = net.to(device)
+    _check_forward(net, prepared.train)
+    optimizer = build_optimizer(net, recipe.optimizer, device)
+
+    name = recipe.name or f"{Path(recipe.data.source).stem}-{recipe.model.kind if model is None else 'custom'}"
+    run_dir = create_run_dir(out, name, force=force) if out is not False else None
+    if run_dir is not None:
+        atomic_write_text(run_dir / RECIPE, recipe.to_toml())
+
+    from .progress import ProgressBar
+    bar = ProgressBar() if ProgressBar.wanted(quiet) else None
+    trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
+                      n_classes=ds.n_classes, train=prepared.train, val=prepared.val, device=device,
+                      run_dir=run_dir, extra_tensors=prefixed("normalizer", prepared.normalizer.state_dict()),
+                      callbacks=callbacks, progress=bar)
+    state = trainer.fit()
+
+    # The test split is evaluated once, here, with the final (best when restore_best) weights.
+    metrics: dict[str, Any] = {
+        "test": trainer.evaluate(prepared.test) if prepared.test is not None else {},
+        "val": trainer.evaluate(prepared.val) if prepared.val is not None else {},
+        "best_epoch": trainer.best_epoch_number, "stopped_epoch": state.stopped_epoch,
+        "stop_reason": state.stop_reason, "seed": recipe.seed,
+        "task": ds.task, "loss": loss_kind, "classes": list(ds.classes),
+        "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
+        "device": str(device), "environment": environment(),
+    }
+    if run_dir is not None:
+        atomic_write_text(run_dir / HISTORY, history_csv(state.history))
+        write_json(run_dir / METRICS, metrics)
+    if not quiet:
+        _print_summary(metrics, run_dir)
+    return Run(run_dir, recipe, net, state.history, metrics, {"trainer": trainer, "data": prepared})
+
+
+def _check_forward(net: nn.Module, train: SplitTensors) -> None:
+    """One forward pass on two rows, so a model/data shape mismatch is a clear error up front."""
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(train.x[:2])
+    except RuntimeError as exc:
+        raise DataError(f"model: does not accept the data's rows of shape {tuple(train.x.shape[1:])} "
+                        f"({str(exc).splitlines()[0]})") from None
+    finally:
+        net.train(was)
+
+
+def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
+    from rich.console import Console
+
+    con = Console()
+    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    con.print(f"stopped at epoch {metrics['stopped_epoch']} ({metrics['stop_reason']}), "
+              f"best epoch {metrics['best_epoch']}")
+    if test:
+        con.print(f"[bold]test[/bold]  {test}")
+    if run_dir is not None:
+        con.print(f"run folder: {run_dir}")

@@ -1,0 +1,70 @@
+"""Command line: argv -> library calls -> exit codes. Nothing else lives here.
+
+Exit codes: 0 success; 2 bad input (one line on stderr, no traceback); 130 interrupted; 1 other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        self.exit(2, f"trainwell: error: {message}\n")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .api import fit
+    from .recipe import parse_overrides
+
+    fit(args.recipe, out=args.out, quiet=args.quiet, force=args.force, **parse_overrides(args.set))
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe, parse_overrides
+
+    sys.stdout.write(load_recipe(args.recipe, parse_overrides(args.set)).to_toml(comments=not args.bare))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"fit": _fit, "recipe": _recipe}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trainwell", description="Train PyTorch networks well.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    f = sub.add_parser("fit", help="train from a recipe (default: bundled digits)")
+    f.add_argument("recipe", nargs="?", help="recipe TOML file (default: the built-in recipe)")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, value parsed as TOML (repeatable)")
+    f.add_argument("--out", help="run folder (default runs/<time>-<name>)")
+    f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    f.add_argument("--force", action="store_true", help="reuse a folder that holds a finished run")
+
+    r = sub.add_parser("recipe", help="print the resolved recipe: every key with its default")
+    r.add_argument("recipe", nargs="?", help="recipe TOML file to resolve (default: the built-in recipe)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--bare", action="store_true", help="no comments")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import TrainwellError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TrainwellError as exc:
+        print(f"trainwell: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trainwell: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

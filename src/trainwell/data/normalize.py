@@ -1,0 +1,81 @@
+"""Feature normalization fitted on the training split only and applied to every split.
+
+A normalizer's statistics are tensors (`state_dict`) saved with the run, so prediction applies
+exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Identity:
+    name = "none"
+
+    def fit(self, x: torch.Tensor) -> Identity:
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
+
+class Standardize:
+    """(x - mean) / std per feature; constant features get std 1 so they map to 0."""
+
+    name = "standard"
+
+    def __init__(self) -> None:
+        self.mean = self.std = None
+
+    def fit(self, x: torch.Tensor) -> Standardize:
+        x = x.double()
+        self.mean = x.mean(0).float()
+        std = x.std(0, unbiased=False)
+        self.std = torch.where(std > 1e-12, std, torch.ones_like(std)).float()
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.mean, self.std = state["mean"], state["std"]
+
+
+class MinMax:
+    """(x - min) / (max - min) per feature into [0, 1] on the training split."""
+
+    name = "minmax"
+
+    def __init__(self) -> None:
+        self.low = self.span = None
+
+    def fit(self, x: torch.Tensor) -> MinMax:
+        self.low = x.amin(0)
+        span = x.amax(0) - self.low
+        self.span = torch.where(span > 0, span, torch.ones_like(span))
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.low) / self.span
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"low": self.low, "span": self.span}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.low, self.span = state["low"], state["span"]
+
+
+NORMALIZERS = {"none": Identity, "standard": Standardize, "minmax": MinMax}
+
+
+def make_normalizer(name: str):
+    return NORMALIZERS[name]()

@@ -1,0 +1,216 @@
+"""Data sources: scikit-learn's bundled sets, seeded synthetic generators, and local files.
+
+Every source returns a `Dataset` of float32 features and targets; classification labels are
+remapped to 0..C-1 with the original values kept as class names. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+# Integer targets with at most this many distinct values are taken as class labels.
+MAX_AUTO_CLASSES = 50
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: np.ndarray                      # float32, shape (N, ...features)
+    y: np.ndarray                      # int64 labels (N,) or float32 targets (N,) / (N, T)
+    task: str                          # "binary" | "multiclass" | "regression"
+    name: str
+    classes: tuple[str, ...] = ()      # original label of class i (classification)
+    feature_names: tuple[str, ...] = ()
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_outputs(self) -> int:
+        if self.task == "regression":
+            return 1 if self.y.ndim == 1 else int(self.y.shape[1])
+        return len(self.classes)
+
+
+# ----------------------------------------------------------------------------------- bundled
+def _sklearn(name: str) -> Callable[..., tuple[np.ndarray, np.ndarray, tuple[str, ...]]]:
+    def load(**_: object):
+        from sklearn import datasets
+
+        bunch = getattr(datasets, f"load_{name}")()
+        names = tuple(str(n) for n in getattr(bunch, "feature_names", ())) or ()
+        return bunch.data, bunch.target, names
+    return load
+
+
+BUNDLED = {name: _sklearn(name) for name in ("digits", "iris", "wine", "breast_cancer", "diabetes")}
+
+
+# --------------------------------------------------------------------------------- synthetic
+def spirals(n_samples: int, noise: float, classes: int, rng: np.random.Generator):
+    """K interleaved spiral arms in 2-D (two spirals when classes = 2)."""
+    per = np.full(classes, n_samples // classes)
+    per[: n_samples % classes] += 1
+    xs, ys = [], []
+    for k, m in enumerate(per):
+        r = np.linspace(0.05, 1.0, m)
+        t = np.linspace(k * 2 * np.pi / classes, k * 2 * np.pi / classes + 3 * np.pi, m)
+        t = t + rng.normal(0, noise, m)
+        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
+        ys.append(np.full(m, k))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def moons(n_samples: int, noise: float, rng: np.random.Generator):
+    from sklearn.datasets import make_moons
+
+    return make_moons(n_samples, noise=noise, random_state=int(rng.integers(2**31)))
+
+
+def circles(n_samples: int, noise: float, rng: np.random.Generator):
+    from sklearn.datasets import make_circles
+
+    return make_circles(n_samples, noise=noise, factor=0.5, random_state=int(rng.integers(2**31)))
+
+
+def teacher(n_samples: int, noise: float, features: int, classes: int, rng: np.random.Generator):
+    """Labels given by a random one-hidden-layer tanh network (a learnable, known-capacity task)."""
+    x = rng.normal(size=(n_samples, features))
+    w1 = rng.normal(size=(features, 32)) / np.sqrt(features)
+    w2 = rng.normal(size=(32, classes)) / np.sqrt(32)
+    logits = np.tanh(x @ w1) @ w2 + rng.normal(0, noise, (n_samples, classes))
+    return x, logits.argmax(1)
+
+
+def polynomial(n_samples: int, noise: float, features: int, rng: np.random.Generator, degree: int = 3):
+    """y = a random cubic of the first feature plus a linear term of the rest, plus noise."""
+    x = rng.uniform(-1, 1, size=(n_samples, features))
+    coef = rng.normal(size=degree + 1)
+    lin = rng.normal(size=features) / np.sqrt(features)
+    y = sum(c * x[:, 0] ** p for p, c in enumerate(coef)) + x @ lin + rng.normal(0, noise, n_samples)
+    return x, y.astype(np.float32)
+
+
+SYNTHETIC = ("spirals", "moons", "circles", "teacher", "polynomial")
+
+
+def _synthetic(name: str, section, seed: int):
+    rng = np.random.default_rng(seed)
+    n, noise = section.n_samples, section.noise
+    if name == "spirals":
+        return spirals(n, noise, section.classes, rng)
+    if name == "moons":
+        return moons(n, noise, rng)
+    if name == "circles":
+        return circles(n, noise, rng)
+    if name == "teacher":
+        return teacher(n, noise, section.features, section.classes, rng)
+    return polynomial(n, noise, section.features, rng)
+
+
+# ------------------------------------------------------------------------------------- files
+def _read_csv(path: Path, target: str | None):
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, sep=None if path.suffix.lower() == ".tsv" else ",", engine="python"
+                            if path.suffix.lower() == ".tsv" else "c")
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise DataError(f"{path}: cannot read as CSV ({exc.__class__.__name__}: {exc})") from None
+    if frame.shape[1] < 2:
+        raise DataError(f"{path}: needs at least one feature column and a target column")
+    target = target or frame.columns[-1]
+    if target not in frame.columns:
+        raise DataError(f"data.target: column {target!r} not in {path.name}; columns: "
+                        + ", ".join(map(str, frame.columns)))
+    y = frame.pop(target).to_numpy()
+    bad = [c for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
+    if bad:
+        raise DataError(f"{path}: non-numeric feature columns {bad}; encode them or drop them")
+    return frame.to_numpy(dtype=np.float32), y, tuple(map(str, frame.columns))
+
+
+def _read_npz(path: Path, target: str | None):
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            keys = list(arrays.keys())
+            ykey = target or "y"
+            if "x" not in keys or ykey not in keys:
+                raise DataError(f"{path}: an NPZ file must hold arrays 'x' and {ykey!r}; found {keys}")
+            return arrays["x"], arrays[ykey], ()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as NPZ ({exc.__class__.__name__}: {exc})") from None
+
+
+READERS = {".csv": _read_csv, ".tsv": _read_csv, ".npz": _read_npz}
+
+
+# -------------------------------------------------------------------------------------- entry
+def infer_task(y: np.ndarray) -> str:
+    if y.dtype.kind in "OUSb":
+        return "binary" if len(np.unique(y)) == 2 else "multiclass"
+    if y.ndim == 1 and y.dtype.kind in "iu" or (y.ndim == 1 and np.all(np.mod(y, 1) == 0)):
+        n = len(np.unique(y))
+        if n <= MAX_AUTO_CLASSES:
+            return "binary" if n == 2 else "multiclass"
+    return "regression"
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, task: str = "auto", name: str = "data",
+                 feature_names: tuple[str, ...] = ()) -> Dataset:
+    """A Dataset from arrays: checks shapes, infers the task, remaps labels to 0..C-1."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 2:
+        x = x.reshape(len(x), -1)
+    if len(x) != len(y):
+        raise DataError(f"{name}: {len(x)} feature rows but {len(y)} targets")
+    if len(x) == 0:
+        raise DataError(f"{name}: no rows")
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{name}: features must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    task = infer_task(y) if task == "auto" else task
+    if task == "regression":
+        if y.dtype.kind not in "fiub":
+            raise DataError(f"data.task: regression needs numeric targets, got dtype {y.dtype}")
+        return Dataset(x, y.astype(np.float32), task, name, (), feature_names)
+    if y.ndim != 1:
+        raise DataError(f"{name}: class labels must be one value per row, got shape {y.shape}")
+    values, labels = np.unique(y, return_inverse=True)
+    if task == "binary" and len(values) != 2:
+        raise DataError(f"data.task: binary needs exactly 2 classes, the targets have {len(values)}")
+    if len(values) < 2:
+        raise DataError(f"{name}: only one class ({values[0]!r}) in the targets")
+    classes = tuple(str(v.item() if hasattr(v, "item") else v) for v in values)
+    return Dataset(x, labels.astype(np.int64), task, name, classes, feature_names)
+
+
+def load_source(section, seed: int) -> Dataset:
+    """Load `data.source` as a Dataset (section: the recipe's DataSection)."""
+    source = section.source
+    if source in BUNDLED:
+        x, y, names = BUNDLED[source]()
+    elif source in SYNTHETIC:
+        x, y = _synthetic(source, section, seed)
+        names = ()
+    else:
+        path = Path(source)
+        reader = READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DataError(f"data.source: got {source!r}; expected one of "
+                            f"{', '.join(list(BUNDLED) + list(SYNTHETIC))} or a "
+                            f"{'/'.join(READERS)} file path")
+        if not path.is_file():
+            raise DataError(f"data.source: file {source!r} not found")
+        x, y, names = reader(path, section.target)
+    return make_dataset(x, y, section.task, name=Path(source).stem if source not in BUNDLED else source,
+                        feature_names=names)

@@ -1,0 +1,12 @@
+"""Model builders: a registry from `model.kind` to a builder(section, in_shape, out_features)."""
+
+from .mlp import activation_layer, build_mlp
+
+MODELS = {"mlp": build_mlp}
+
+
+def build_model(section, in_shape: tuple[int, ...], out_features: int):
+    return MODELS[section.kind](section, in_shape, out_features)
+
+
+__all__ = ["MODELS", "activation_layer", "build_model", "build_mlp"]
