@@ -157,6 +157,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
 
+    from .watch.session import WatchSession
+    watch = WatchSession(recipe, run_dir)
+    callbacks = [*(callbacks or []), *watch.callbacks()]
     from .progress import ProgressBar
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
@@ -180,7 +183,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         write_json(run_dir / METRICS, metrics)
     if not quiet:
         _print_summary(metrics, run_dir)
-    return Run(run_dir, recipe, net, state.history, metrics, {"trainer": trainer, "data": prepared})
+    findings = watch.finish(trainer, prepared, metrics, quiet)
+    return Run(run_dir, recipe, net, state.history, metrics,
+               {"trainer": trainer, "data": prepared, "findings": findings})
 
 
 def _check_forward(net: nn.Module, train: SplitTensors) -> None:

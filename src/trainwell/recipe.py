@@ -162,7 +162,7 @@ class AdamSection(_Opt):
     amsgrad: bool = _field(False, "Use the AMSGrad variant.")
 
 
-Optimizer = Annotated[Union[SGDSection, AdagradSection, RMSpropSection, AdadeltaSection, AdamSection],
+Optimizer = Annotated[SGDSection | AdagradSection | RMSpropSection | AdadeltaSection | AdamSection,
                       Field(discriminator="kind")]
 
 
@@ -230,8 +230,7 @@ class PlateauSchedule(_Sched):
         return _fill_mode(data, "schedule")
 
 
-Schedule = Annotated[Union[ConstantSchedule, StepSchedule, MultiStepSchedule, ExponentialSchedule,
-                           PolynomialSchedule, CosineSchedule, OneCycleSchedule, PlateauSchedule],
+Schedule = Annotated[ConstantSchedule | StepSchedule | MultiStepSchedule | ExponentialSchedule | PolynomialSchedule | CosineSchedule | OneCycleSchedule | PlateauSchedule,
                      Field(discriminator="kind")]
 
 
@@ -283,6 +282,20 @@ class CheckpointSection(Section):
     last: bool = _field(True, "Keep the checkpoint of the latest epoch.")
 
 
+class WatchSection(Section):
+    probes: bool = _field(True, "Record per-layer probes (activation mean/std, saturated and dead units, gradient "
+                          "and weight norms, update-to-weight ratio) into probes.json.")
+    probe_every: int = _field(25, "Probe one training step in this many (plus the first step of every epoch); "
+                              "the probed step's batch is the probe batch.", ge=1)
+    doctor: bool = _field(True, "Diagnose the run at the end of fit: findings with evidence and remedies "
+                          "in diagnosis.json, a short summary printed.")
+    report: bool = _field(True, "Write the self-contained report.html at the end of fit.")
+    suspects: int = _field(20, "At most this many suspected mislabeled training rows are listed (the final "
+                           "model's most confident mistakes).", ge=0)
+    tensorboard: bool = _field(False, "Also write TensorBoard scalars and histograms to RUN_DIR/tensorboard "
+                               "(needs the tensorboard package).")
+
+
 def _fill_mode(data: Any, section: str) -> Any:
     if not isinstance(data, dict) or data.get("mode") is not None:
         return data
@@ -310,6 +323,7 @@ class Recipe(Section):
     train: TrainSection = TrainSection()
     stopping: StoppingSection = StoppingSection()
     checkpoint: CheckpointSection = CheckpointSection()
+    watch: WatchSection = WatchSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:

@@ -1,0 +1,135 @@
+"""report.html: one self-contained page (inline CSS, PNG figures as data: URIs, no scripts, no
+network requests) that explains a run from its folder alone."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from ..rundir import atomic_write_text
+from ..watch.doctor import Evidence, Finding
+
+REPORT = "report.html"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f4f4f4} .severe{background:#fde2e1} .warning{background:#fff4d6} .info{background:#e6f3fb}
+.sev{font-weight:bold;text-transform:uppercase;font-size:.8em} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
+figure{margin:1em 0} figcaption{color:#555;font-size:.9em} img{max-width:100%}
+.muted{color:#777} details summary{cursor:pointer;color:#555}
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else _e(v)
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{_num(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def findings_section(findings: list[Finding]) -> str:
+    if not findings:
+        return '<p id="no-findings">The doctor found nothing to report.</p>'
+    rows = []
+    for f in findings:
+        ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items())
+        rows.append(f'<tr class="finding {f.severity}" data-rule="{_e(f.rule)}"><td class="sev">{_e(f.severity)}</td>'
+                    f"<td><b>{_e(f.rule)}</b><br>{_e(f.message)}<br><span class='muted'>{_e(ev)}</span></td>"
+                    f"<td>{_e(f.remedy)}</td></tr>")
+    return ('<table id="findings"><tr><th>severity</th><th>finding and evidence</th><th>what to try</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+def _short(v: Any, limit: int = 160) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, dict):
+        text = "{" + ", ".join(f"{k}: {_short(x, 40)}" for k, x in v.items()) + "}"
+    elif isinstance(v, list):
+        text = "[" + ", ".join(_short(x, 60) for x in v[:8]) + (", ..." if len(v) > 8 else "") + "]"
+    else:
+        text = str(v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def metrics_section(metrics: dict[str, Any]) -> str:
+    rows = [(split, k, v) for split in ("test", "val") for k, v in (metrics.get(split) or {}).items()]
+    out = _table(rows, ("split", "metric", "value")) if rows else "<p>No held-out split was evaluated.</p>"
+    stop = (f"<p>Best epoch <b>{_e(metrics.get('best_epoch'))}</b>, stopped at epoch "
+            f"<b>{_e(metrics.get('stopped_epoch'))}</b> (reason: {_e(metrics.get('stop_reason'))}), "
+            f"seed {_e(metrics.get('seed'))}.</p>")
+    return stop + out
+
+
+def data_section(facts: dict[str, Any]) -> str:
+    d = facts.get("data", {})
+    if not d:
+        return "<p>No data summary stored.</p>"
+    rows = [("source", d.get("name")), ("task", d.get("task")), ("input shape", d.get("shape")),
+            ("rows (train / val / test)", " / ".join(str(d.get("rows", {}).get(k, 0)) for k in ("train", "val", "test")))]
+    if d.get("classes"):
+        rows.append(("classes", ", ".join(map(str, d["classes"]))))
+    for split, counts in d.get("class_counts", {}).items():
+        rows.append((f"class counts ({split})", " ".join(map(str, counts))))
+    s = facts.get("scales", {})
+    if "std_min" in s:
+        rows.append(("input feature std (model's view)", f"{s['std_min']:.3g} .. {s['std_max']:.3g}, "
+                     f"{s['constant']} constant of {s['features']}"))
+    leak = facts.get("leakage", {})
+    rows.append(("rows shared with train (val / test)", f"{leak.get('val', 0)} / {leak.get('test', 0)}"))
+    return _table(rows)
+
+
+def suspects_section(facts: dict[str, Any]) -> str:
+    s = facts.get("suspects")
+    if not s:
+        return ""
+    return ("<h2>Suspected mislabeled training rows</h2><p>The final model's most confident mistakes on "
+            "its own training rows.</p>"
+            + _table([(r["index"], r["label"], r["prediction"], r["confidence"]) for r in s],
+                     ("row", "label", "prediction", "confidence")))
+
+
+def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
+    from .plots import FIGURES
+
+    figures = []
+    for key, (caption, draw) in FIGURES.items():
+        png = draw(ev)
+        if png is None:
+            continue
+        data = base64.b64encode(png).decode("ascii")
+        figures.append(f'<figure id="fig-{key}"><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{_e(caption)}</figcaption></figure>")
+    title = _e(ev.recipe.get("name") or ev.facts.get("data", {}).get("name") or "run")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>trainwell report: {title}</title>'
+            f"<style>{_CSS}</style></head><body>"
+            f"<h1>trainwell report: {title}</h1>"
+            f"<h2>Findings</h2>{findings_section(findings)}"
+            f"<h2>Final metrics</h2>{metrics_section(ev.metrics)}"
+            f"<h2>Figures</h2>{''.join(figures) or '<p>No history to plot.</p>'}"
+            f"<h2>Data</h2>{data_section(ev.facts)}"
+            f"{suspects_section(ev.facts)}"
+            f"<h2>Recipe</h2><pre id='recipe'>{_e(recipe_toml)}</pre>"
+            "</body></html>\n")
+
+
+def write_report(run_dir: Path, ev: Evidence, findings: list[Finding]) -> Path:
+    from ..rundir import RECIPE
+
+    recipe_path = run_dir / RECIPE
+    toml = recipe_path.read_text() if recipe_path.exists() else ""
+    path = run_dir / REPORT
+    atomic_write_text(path, render(ev, findings, toml))
+    return path

@@ -1,0 +1,164 @@
+"""The report's figures, drawn with matplotlib's Agg backend and returned as PNG bytes.
+
+Each function takes the stored evidence (history rows, probe records, facts) and returns one
+figure, or None when the run holds nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..watch.doctor import Evidence  # noqa: E402
+
+TRAIN, VAL = "#1f77b4", "#ff7f0e"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _series(ev: Evidence, col: str) -> tuple[list[int], list[float]]:
+    pts = [(r["epoch"], float(r[col])) for r in ev.history
+           if r.get(col) is not None and isinstance(r.get(col), int | float) and math.isfinite(float(r[col]))]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _mark_epochs(ax, ev: Evidence) -> None:
+    best, stop = ev.metrics.get("best_epoch"), ev.metrics.get("stopped_epoch")
+    if best:
+        ax.axvline(best, color="green", ls="--", lw=1, label=f"best epoch {best}")
+    if stop and stop != best:
+        ax.axvline(stop, color="grey", ls=":", lw=1, label=f"stop epoch {stop}")
+
+
+def curves(ev: Evidence) -> bytes | None:
+    """Loss and each metric, train vs validation, with the best and stop epochs marked."""
+    names = ["loss"] + [c[len("train_"):] for c in (ev.history[0] if ev.history else {})
+                        if c.startswith("train_") and c != "train_loss"]
+    names = [n for n in names if _series(ev, f"train_{n}")[0]]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for split, colour in (("train", TRAIN), ("val", VAL)):
+            x, y = _series(ev, f"{split}_{name}")
+            if x:
+                ax.plot(x, y, color=colour, label=split, marker="." if len(x) < 30 else None)
+        if name == "loss" and all(v > 0 for v in _series(ev, "train_loss")[1]):
+            ax.set_yscale("log")
+        _mark_epochs(ax, ev)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def lr_and_grad(ev: Evidence) -> bytes | None:
+    x, lr = _series(ev, "lr")
+    xg, g = _series(ev, "grad_norm")
+    if not x and not xg:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    a.plot(x, lr, color="purple")
+    a.set_title("learning rate (end of epoch)")
+    b.plot(xg, g, color="black")
+    b.set_title("global gradient norm (mean per step, before clipping)")
+    if g and all(v > 0 for v in g):
+        b.set_yscale("log")
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def layer_grad_norms(ev: Evidence) -> bytes | None:
+    """Per-layer weight-gradient norm and update/weight ratio over the epochs (log scale)."""
+    grads = ev.layer_series("weights", "grad_norm")
+    ratios = ev.layer_series("weights", "update_ratio")
+    if not grads:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.3))
+    for ax, series, title in ((a, grads, "weight-gradient norm per layer"),
+                              (b, ratios, "update / weight ratio per layer")):
+        for name, pts in series.items():
+            if any(v > 0 for _, v in pts):
+                ax.plot([e for e, _ in pts], [max(v, 1e-12) for _, v in pts], label=name)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    b.axhline(1e-3, color="grey", ls="--", lw=1)
+    return _png(fig)
+
+
+def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
+    """Per-layer activation histograms (columns) at the first, a middle and the last epoch (rows)."""
+    epochs = [e for e in ev.probes.get("epochs", []) if e.get("activations")]
+    layers = [a["name"] for a in ev.probes.get("activations", [])]
+    if not epochs or not layers:
+        return None
+    picks = sorted({0, len(epochs) // 2, len(epochs) - 1})[:max_rows]
+    rows = [epochs[i] for i in picks]
+    fig, axes = plt.subplots(len(rows), len(layers), figsize=(2.3 * len(layers) + 0.5, 1.9 * len(rows)),
+                             squeeze=False)
+    for r, rec in enumerate(rows):
+        for c, layer in enumerate(layers):
+            ax = axes[r][c]
+            stats = rec["activations"].get(layer)
+            if stats and stats.get("hist"):
+                h = stats["hist"]
+                n = len(h["counts"])
+                width = (h["hi"] - h["lo"]) / n if h["hi"] > h["lo"] else 1.0
+                ax.bar([h["lo"] + width * (i + 0.5) for i in range(n)], h["counts"], width=width, color=TRAIN)
+                ax.set_title(f"{layer}  mean {stats['mean']:.2f} std {stats['std']:.2f}", fontsize=7)
+            ax.tick_params(labelsize=6)
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"epoch {rec['epoch']}", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def confusion(ev: Evidence) -> bytes | None:
+    cm = ev.facts.get("confusion")
+    if not cm:
+        return None
+    m = cm["matrix"]
+    classes = ev.facts.get("data", {}).get("classes") or [str(i) for i in range(len(m))]
+    n = len(m)
+    size = min(1.8 + 0.45 * n, 9)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    top = max(max(r) for r in m) or 1
+    for i in range(n):
+        for j in range(n):
+            if m[i][j]:
+                ax.text(j, i, m[i][j], ha="center", va="center", fontsize=8,
+                        color="white" if m[i][j] > top / 2 else "black")
+    ax.set_xticks(range(n), classes, fontsize=7)
+    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({cm['split']} split)")
+    return _png(fig)
+
+
+FIGURES: dict[str, Any] = {
+    "curves": ("Loss and metrics, train vs validation", curves),
+    "lr_grad": ("Learning rate and gradient norm", lr_and_grad),
+    "layer_grads": ("Per-layer gradient norms and update ratios", layer_grad_norms),
+    "activations": ("Per-layer activation histograms over training", activation_histograms),
+    "confusion": ("Confusion matrix", confusion),
+}

@@ -1,0 +1,225 @@
+"""Probes: per-layer statistics of a sampled training step, recorded per epoch.
+
+One step in `every` (and the first step of each epoch) is probed: just before its forward pass
+hooks are attached, and they are removed again after the optimizer step, so the other steps run
+with no hook at all. On a probed step we record
+
+- for every activation module: mean and std of its output, the fraction of saturated units
+  (|tanh| > 0.97; sigmoid < 0.03 or > 0.97), the fraction of dead ReLU units (never positive
+  on the probe batch) and a histogram of its values;
+- for every weighted layer (Linear / Conv): the norm of the weight gradient, the RMS of the
+  gradient reaching its output (the backpropagated signal whose shrinking or growth across depth
+  is "vanishing/exploding gradients"), the weight norm, the update-to-weight ratio
+  ||W_after - W_before|| / ||W_before|| of that step, and the spread of the weight rows (0 when
+  every unit of the layer has the same weights: the symmetry problem).
+
+Statistics stay on the device while an epoch runs and are read once at its end (no host
+synchronisation in the step). The epoch's record is the mean over its probed steps; the
+histogram is the one of its first probed step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..init import layer_nonlinearities
+from ..loop import Callback
+
+PROBES = "probes.json"
+SATURATION = 0.97          # |tanh| above, or sigmoid outside [0.03, 0.97]: the unit's slope is < ~6% of its peak
+HIST_BINS = 40
+
+# Activation modules the probes understand, by the statistic that makes sense for each.
+ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh",
+               nn.Sigmoid: "sigmoid", nn.ELU: "elu", nn.SELU: "selu", nn.GELU: "gelu", nn.SiLU: "silu",
+               nn.Softplus: "softplus"}
+_RANGE = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+
+
+def _units(a: torch.Tensor) -> torch.Tensor:
+    """(rows, units): channels are the units of a convolutional feature map."""
+    if a.dim() > 2:
+        return a.transpose(0, 1).reshape(a.shape[1], -1).T
+    return a.reshape(a.shape[0], -1)
+
+
+def activation_stats(a: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """Statistics of one activation output, as 0-d tensors (and a histogram) on its device."""
+    a = a.detach().float()
+    stats = {"mean": a.mean(), "std": a.std(unbiased=False)}
+    if kind == "tanh":
+        stats["saturated"] = (a.abs() > SATURATION).float().mean()
+    elif kind == "sigmoid":
+        stats["saturated"] = ((a < 1 - SATURATION) | (a > SATURATION)).float().mean()
+    if kind == "relu":
+        stats["dead"] = (~(_units(a) > 0).any(0)).float().mean()
+    lo, hi = _RANGE.get(kind, (None, None))
+    if lo is None:
+        lo_t, hi_t = a.min(), a.max()
+        stats["hist_lo"], stats["hist_hi"] = lo_t, hi_t
+        stats["hist"] = torch.histc(a, HIST_BINS)   # min = max = 0: histc takes the data's range
+    else:
+        stats["hist_lo"], stats["hist_hi"] = a.new_tensor(lo), a.new_tensor(hi)
+        stats["hist"] = torch.histc(a, HIST_BINS, lo, hi)
+    return stats
+
+
+def row_spread(w: torch.Tensor) -> torch.Tensor:
+    """||W - mean row|| / ||W||: 0 when all units (rows) of the layer are identical."""
+    w = w.detach().float().reshape(w.shape[0], -1)
+    if w.shape[0] < 2:
+        return w.new_tensor(float("nan"))
+    return (w - w.mean(0, keepdim=True)).norm() / w.norm().clamp_min(1e-12)
+
+
+class ProbeCallback(Callback):
+    """Samples one step in `every` (plus each epoch's first) and keeps one record per epoch.
+
+    `sink(record)` is called with each finished epoch record (used by the TensorBoard export).
+    """
+
+    def __init__(self, every: int = 25, run_dir: Path | None = None, sink=None):
+        self.every, self.run_dir, self.sink = every, run_dir, sink
+        self.epochs: list[dict[str, Any]] = []
+        self.initial: dict[str, float] = {}
+        self._handles: list[Any] = []
+        self._armed = False
+        self._before: dict[str, torch.Tensor] = {}
+        self._current: dict[str, dict[str, torch.Tensor]] = {}
+        self._samples: list[dict[str, dict[str, torch.Tensor]]] = []
+
+    # ------------------------------------------------------------------------------ events
+    def fit_start(self, trainer) -> None:
+        model = trainer.model
+        self.weighted = [(name, layer, nl) for name, layer, nl, _ in layer_nonlinearities(model)]
+        self.activations = [(name, m, ACTIVATIONS[type(m)]) for name, m in model.named_modules()
+                            if type(m) in ACTIVATIONS]
+        previous = self._load_previous(trainer.state.epoch)
+        if previous is not None:
+            self.initial, self.epochs = previous
+        elif trainer.state.epoch == 0:
+            # The loss of the untrained model (eval mode: no dropout, no batch-norm update) is what
+            # the initial-loss check compares with ln(C).
+            self.initial = trainer.evaluate(trainer.train_data)
+
+    def epoch_start(self, trainer) -> None:
+        self._samples = []
+        self._arm(trainer)
+
+    def step_end(self, trainer) -> None:
+        if self._armed:
+            self._finish_step()
+        if trainer.state.step % self.every == 0:
+            self._arm(trainer)
+
+    def epoch_end(self, trainer, row: dict[str, Any]) -> None:
+        record = self._summarize(trainer.state.epoch)
+        self.epochs.append(record)
+        if self.sink is not None:
+            self.sink(record)
+        self.save()
+
+    def fit_end(self, trainer) -> None:
+        self._disarm()
+
+    # ------------------------------------------------------------------------------ storage
+    def to_dict(self) -> dict[str, Any]:
+        return {"every": self.every, "initial": self.initial,
+                "weighted": [{"name": n, "type": type(m).__name__, "nonlinearity": nl,
+                              "shape": list(m.weight.shape)} for n, m, nl in self.weighted],
+                "activations": [{"name": n, "kind": k} for n, _, k in self.activations],
+                "epochs": self.epochs}
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            from ..rundir import write_json
+
+            write_json(self.run_dir / PROBES, self.to_dict())
+
+    def _load_previous(self, epoch: int):
+        """On resume, keep the records of the epochs already done."""
+        if epoch == 0 or self.run_dir is None or not (self.run_dir / PROBES).exists():
+            return None
+        import json
+
+        data = json.loads((self.run_dir / PROBES).read_text())
+        return data.get("initial", {}), [e for e in data.get("epochs", []) if e["epoch"] <= epoch]
+
+    # ------------------------------------------------------------------------------ hooks
+    def _arm(self, trainer) -> None:
+        if self._armed:
+            return
+        self._armed = True
+        self._current = {}
+        for name, module, kind in self.activations:
+            self._handles.append(module.register_forward_hook(self._on_activation(name, kind)))
+        for name, layer, _ in self.weighted:
+            self._before[name] = layer.weight.detach().clone()
+            self._handles.append(layer.register_forward_hook(self._on_layer_output(name)))
+            if layer.weight.requires_grad:
+                self._handles.append(layer.weight.register_post_accumulate_grad_hook(self._on_grad(name)))
+
+    def _disarm(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._armed = False
+
+    def _slot(self, name: str) -> dict[str, torch.Tensor]:
+        return self._current.setdefault(name, {})
+
+    def _on_activation(self, name: str, kind: str):
+        def hook(module, inputs, output):
+            if module.training:            # validation passes between epochs are not probed
+                self._slot(name).update(activation_stats(output, kind))
+        return hook
+
+    def _on_layer_output(self, name: str):
+        def hook(module, inputs, output):
+            if module.training and output.requires_grad:
+                slot = self._slot(name)
+                output.register_hook(lambda g: slot.__setitem__("out_grad_rms", g.detach().float().pow(2)
+                                                               .mean().sqrt()))
+        return hook
+
+    def _on_grad(self, name: str):
+        def hook(param):
+            self._slot(name)["grad_norm"] = param.grad.detach().float().norm()
+        return hook
+
+    def _finish_step(self) -> None:
+        self._disarm()
+        for name, layer, _ in self.weighted:
+            w, before = layer.weight.detach().float(), self._before.pop(name).float()
+            slot = self._slot(name)
+            slot["weight_norm"] = w.norm()
+            slot["update_ratio"] = (w - before).norm() / before.norm().clamp_min(1e-12)
+            slot["row_spread"] = row_spread(w)
+        self._samples.append(self._current)
+        self._current = {}
+
+    # ------------------------------------------------------------------------------ per epoch
+    def _summarize(self, epoch: int) -> dict[str, Any]:
+        """Mean of each statistic over the epoch's probed steps; the first step's histogram."""
+        if self._armed and self._current:      # a step whose hooks fired but never reached step_end
+            self._current = {}
+        samples = self._samples
+        record: dict[str, Any] = {"epoch": epoch, "samples": len(samples), "activations": {}, "weights": {}}
+        for group, names in (("activations", [n for n, _, _ in self.activations]),
+                             ("weights", [n for n, _, _ in self.weighted])):
+            for name in names:
+                per = [s[name] for s in samples if name in s]
+                if not per:
+                    continue
+                keys = [k for k in per[0] if not k.startswith("hist")]
+                stats = {k: float(torch.stack([p[k] for p in per if k in p]).mean()) for k in keys}
+                if "hist" in per[0]:
+                    stats["hist"] = {"counts": [int(c) for c in per[0]["hist"].tolist()],
+                                     "lo": float(per[0]["hist_lo"]), "hi": float(per[0]["hist_hi"])}
+                record[group][name] = stats
+        self._samples = []
+        return record

@@ -1,0 +1,67 @@
+"""What `fit` asks of the watch: the callbacks to add, and the end-of-run diagnosis and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..loop import Callback
+from .doctor import Evidence, Finding, diagnose, write_diagnosis
+from .facts import FACTS, gather_facts
+from .probes import ProbeCallback
+
+
+class WatchSession:
+    def __init__(self, recipe, run_dir: Path | None):
+        self.recipe, self.run_dir, w = recipe, run_dir, recipe.watch
+        self.tensorboard = None
+        if w.tensorboard and run_dir is not None:
+            from .tensorboard import TensorBoardCallback
+
+            self.tensorboard = TensorBoardCallback(run_dir)
+        sink = self.tensorboard.probes if self.tensorboard is not None else None
+        self.probes = ProbeCallback(w.probe_every, run_dir, sink) if w.probes else None
+
+    def callbacks(self) -> list[Callback]:
+        return [cb for cb in (self.probes, self.tensorboard) if cb is not None]
+
+    def finish(self, trainer, prepared, metrics: dict[str, Any], quiet: bool) -> list[Finding]:
+        """Facts -> findings -> diagnosis.json and report.html; prints a short summary."""
+        w = self.recipe.watch
+        if not (w.doctor or w.report):
+            return []
+        from ..rundir import write_json
+
+        facts = gather_facts(trainer.model, prepared, trainer.task, w.suspects,
+                             self.recipe.train.eval_batch_size)
+        probes = self.probes.to_dict() if self.probes is not None else {}
+        if self.run_dir is not None:
+            write_json(self.run_dir / FACTS, facts)
+        ev = Evidence(self.recipe.to_dict(), trainer.state.history, metrics, probes, facts)
+        findings = diagnose(ev) if w.doctor else []
+        if self.run_dir is not None:
+            if w.doctor:
+                write_diagnosis(self.run_dir, findings)
+            if w.report:
+                from ..report.html import write_report
+
+                write_report(self.run_dir, ev, findings)
+        if not quiet and w.doctor:
+            print_summary(findings)
+        return findings
+
+
+def print_summary(findings: list[Finding], limit: int = 5) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    con = Console()
+    colours = {"severe": "red", "warning": "yellow", "info": "cyan"}
+    if not findings:
+        con.print("doctor: no findings")
+        return
+    con.print(f"doctor: {len(findings)} finding(s)")
+    for f in findings[:limit]:
+        con.print(f"  [{colours[f.severity]}]{f.severity}[/] {f.rule}: {escape(f.message)}")
+    if len(findings) > limit:
+        con.print(f"  ... and {len(findings) - limit} more: trainwell doctor RUN_DIR")
