@@ -162,7 +162,7 @@ class AdamSection(_Opt):
     amsgrad: bool = _field(False, "Use the AMSGrad variant.")
 
 
-Optimizer = Annotated[SGDSection | AdagradSection | RMSpropSection | AdadeltaSection | AdamSection,
+Optimizer = Annotated[Union[SGDSection, AdagradSection, RMSpropSection, AdadeltaSection, AdamSection],
                       Field(discriminator="kind")]
 
 
@@ -230,7 +230,8 @@ class PlateauSchedule(_Sched):
         return _fill_mode(data, "schedule")
 
 
-Schedule = Annotated[ConstantSchedule | StepSchedule | MultiStepSchedule | ExponentialSchedule | PolynomialSchedule | CosineSchedule | OneCycleSchedule | PlateauSchedule,
+Schedule = Annotated[Union[ConstantSchedule, StepSchedule, MultiStepSchedule, ExponentialSchedule,
+                           PolynomialSchedule, CosineSchedule, OneCycleSchedule, PlateauSchedule],
                      Field(discriminator="kind")]
 
 
