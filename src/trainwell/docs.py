@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from . import recipe as R
+from .recipe_errors import section_members
 
 INTRO = """# Recipe reference
 
@@ -75,21 +76,13 @@ def _table(model: type[BaseModel], prefix: str, out: list[str], skip: set[str] =
     out.append("")
 
 
-def _members(info: FieldInfo) -> tuple[type[BaseModel], ...]:
-    ann = info.annotation
-    if get_origin(ann) is Annotated:
-        ann = get_args(ann)[0]
-    return tuple(m for m in (get_args(ann) if get_origin(ann) is Union else (ann,))
-                 if isinstance(m, type) and issubclass(m, BaseModel))
-
-
 def _section(name: str, info: FieldInfo, out: list[str]) -> None:
-    members = _members(info)
+    members = section_members(info)
     out.append(f"## [{name}]\n")
     if len(members) == 1:
         _table(members[0], f"{name}.", out)
         for sub, sub_info in members[0].model_fields.items():
-            if _members(sub_info) and isinstance(sub_info.default, BaseModel):
+            if section_members(sub_info) and isinstance(sub_info.default, BaseModel):
                 _section(f"{name}.{sub}", sub_info, out)
         return
     default = info.default
@@ -104,7 +97,7 @@ def render() -> str:
     out = [INTRO, "## Top level\n"]
     _table(R.Recipe, "", out)
     for name, info in R.Recipe.model_fields.items():
-        if _members(info) and isinstance(info.default, BaseModel):
+        if section_members(info) and isinstance(info.default, BaseModel):
             _section(name, info, out)
     return "\n".join(out).rstrip() + "\n"
 
