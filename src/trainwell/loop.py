@@ -138,7 +138,7 @@ class Trainer:
         return perm
 
     def train_epoch(self) -> dict[str, float]:
-        model, opt, data, t = self.model, self.optimizer, self.train_data, self.recipe.train
+        model, data = self.model, self.train_data
         reg = self.recipe.regularization
         model.train()
         perm = self._batches()

@@ -12,10 +12,10 @@ non-finite value (`check_finite`), on reaching `stopping_threshold`, or on passi
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     FINISHED = "finished"                  # ran every epoch
     PATIENCE = "patience"                  # no improvement for `patience` epochs
     BASELINE = "baseline"                  # never beat the baseline within `patience` epochs
