@@ -68,6 +68,20 @@ def activation_stats(a: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
     return stats
 
 
+def _gradient_taps(model: nn.Module, weighted: list[str]) -> dict[str, nn.Module]:
+    """Where each weighted layer's backpropagated signal is read: its output, or the output of the
+    normalization layer right after it (a norm layer divides the gradient by the scale of its
+    input, which would make badly scaled inputs look like vanishing gradients)."""
+    mods = list(model.named_modules())
+    taps = {}
+    for i, (name, module) in enumerate(mods):
+        if name in weighted:
+            nxt = mods[i + 1][1] if i + 1 < len(mods) else None
+            norm = isinstance(nxt, nn.modules.batchnorm._BatchNorm | nn.LayerNorm | nn.GroupNorm)
+            taps[name] = nxt if norm else module
+    return taps
+
+
 def row_spread(w: torch.Tensor) -> torch.Tensor:
     """||W - mean row|| / ||W||: 0 when all units (rows) of the layer are identical."""
     w = w.detach().float().reshape(w.shape[0], -1)
@@ -96,6 +110,7 @@ class ProbeCallback(Callback):
     def fit_start(self, trainer) -> None:
         model = trainer.model
         self.weighted = [(name, layer, nl) for name, layer, nl, _ in layer_nonlinearities(model)]
+        self.taps = _gradient_taps(model, [name for name, _, _ in self.weighted])
         self.activations = [(name, m, ACTIVATIONS[type(m)]) for name, m in model.named_modules()
                             if type(m) in ACTIVATIONS]
         previous = self._load_previous(trainer.state.epoch)
@@ -159,7 +174,7 @@ class ProbeCallback(Callback):
             self._handles.append(module.register_forward_hook(self._on_activation(name, kind)))
         for name, layer, _ in self.weighted:
             self._before[name] = layer.weight.detach().clone()
-            self._handles.append(layer.register_forward_hook(self._on_layer_output(name)))
+            self._handles.append(self.taps[name].register_forward_hook(self._on_layer_output(name)))
             if layer.weight.requires_grad:
                 self._handles.append(layer.weight.register_post_accumulate_grad_hook(self._on_grad(name)))
 
