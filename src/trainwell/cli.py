@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +31,37 @@ def _recipe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"fit": _fit, "recipe": _recipe}
+def _doctor(args: argparse.Namespace) -> int:
+    from .errors import TrainwellError
+
+    if (args.run_dir is None) == (args.overfit_batch is None):
+        raise TrainwellError("doctor: give either RUN_DIR or --overfit-batch RECIPE.toml")
+    if args.overfit_batch is not None:
+        from .recipe import load_recipe, parse_overrides
+        from .watch.overfit_batch import overfit_batch
+
+        result = overfit_batch(load_recipe(args.overfit_batch, parse_overrides(args.set)), steps=args.steps)
+        print(f"overfit one batch: {result.verdict}")
+        return 0
+    from .watch.doctor import diagnose, format_findings, load_evidence, write_diagnosis
+
+    findings = diagnose(load_evidence(args.run_dir))
+    write_diagnosis(Path(args.run_dir), findings)
+    print("\n".join(format_findings(findings)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report.html import write_report
+    from .watch.doctor import diagnose, load_evidence
+
+    ev = load_evidence(args.run_dir)
+    print(write_report(Path(args.run_dir), ev, diagnose(ev)))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"fit": _fit, "recipe": _recipe, "doctor": _doctor,
+                                                             "report": _report}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", nargs="?", help="recipe TOML file to resolve (default: the built-in recipe)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--bare", action="store_true", help="no comments")
+
+    d = sub.add_parser("doctor", help="diagnose a run folder, or run the overfit-one-batch check on a recipe")
+    d.add_argument("run_dir", nargs="?", help="run folder written by `trainwell fit`")
+    d.add_argument("--overfit-batch", metavar="RECIPE", help="train on one batch of RECIPE.toml and give a verdict")
+    d.add_argument("--steps", type=int, default=200, help="optimizer steps of the overfit-one-batch check")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html from the run folder")
+    rp.add_argument("run_dir", help="run folder written by `trainwell fit`")
     return p
 
 
