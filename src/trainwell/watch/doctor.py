@@ -138,6 +138,13 @@ def divergence(ev: Evidence) -> list[Finding]:
                             f"the training loss grew from {_fmt(ref)} to {_fmt(finite[-1])}",
                             {"start_loss": ref, "final_loss": finite[-1],
                              "max_loss": max(finite), "epoch_of_max": 1 + finite.index(max(finite))}, remedy)]
+        peak = max(finite)
+        if peak > 3 * ref and peak > ref + 0.5:
+            return [Finding("divergence", "warning",
+                            f"the training loss spiked to {_fmt(peak)} at epoch {1 + finite.index(peak)} "
+                            f"(from {_fmt(ref)}) before coming down", {"start_loss": ref, "max_loss": peak,
+                                                                     "epoch_of_max": 1 + finite.index(peak)},
+                            remedy)]
     if len(finite) >= 6:
         d = [b - a for a, b in zip(finite, finite[1:])]
         ups = [i + 2 for i, x in enumerate(d) if x > 0.1 * abs(finite[i])]

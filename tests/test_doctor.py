@@ -1,0 +1,159 @@
+"""The doctor: each rule triggered by a run engineered to have that problem, and a healthy
+default run on digits with no severe finding."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from trainwell.api import fit
+from trainwell.cli import main
+from trainwell.watch.doctor import RULES, Evidence, diagnose
+
+DIGITS = {"data.source": "digits", "train.epochs": 4, "watch.report": False}
+PLAIN = {"model.norm": "none", "model.dropout": 0.0}      # no batch norm to rescue a bad setup
+
+
+def rules_of(run) -> dict[str, str]:
+    return {f.rule: f.severity for f in run.extras["findings"]}
+
+
+ENGINEERED = {
+    # N(0,1) weights: confident random logits, far from ln(10)
+    "initial_loss": ({**DIGITS, **PLAIN, "init.weights": "normal", "init.std": 1.0}, "initial_loss"),
+    # a learning rate that moves nothing
+    "loss_not_decreasing": ({**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1e-7},
+                            "loss_not_decreasing"),
+    "divergence": ({**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 10.0}, "divergence"),
+    # a blow-up in the first epoch that the run survives (with most units dead)
+    "divergence_spike": ({**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1.0,
+                          "optimizer.momentum": 0.9, "schedule.kind": "constant"}, "divergence"),
+    # the lectures' figure: deep sigmoid net, N(0,1) weights
+    "saturated_units": ({**DIGITS, **PLAIN, "model.hidden": [32] * 10, "model.activation": "sigmoid",
+                         "init.weights": "normal", "init.std": 1.0, "train.epochs": 2}, "saturated_units"),
+    "vanishing_gradients": ({**DIGITS, **PLAIN, "model.hidden": [32] * 10, "model.activation": "sigmoid",
+                             "init.weights": "normal", "init.std": 1.0, "train.epochs": 2}, "vanishing_gradients"),
+    # linear layers with N(0,1) weights multiply the backward signal by ~sqrt(64) = 8 per layer
+    "exploding_gradients": ({**DIGITS, **PLAIN, "model.hidden": [64] * 6, "model.activation": "identity",
+                             "init.weights": "normal", "init.std": 1.0, "train.epochs": 2}, "exploding_gradients"),
+    "dead_relus": ({**DIGITS, **PLAIN, "init.bias": "constant", "init.bias_value": -10.0}, "dead_relus"),
+    "identical_units": ({**DIGITS, **PLAIN, "init.weights": "zeros"}, "identical_units"),
+    "update_ratio_high": ({**DIGITS, **PLAIN, "optimizer.lr": 0.1}, "update_ratio"),
+    "update_ratio_low": ({**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1e-7}, "update_ratio"),
+    # a huge model on ~60 noisy rows, trained long without early stopping
+    "overfitting": ({"data.source": "moons", "data.n_samples": 60, "data.noise": 0.35, "model.hidden": [512, 512],
+                     **PLAIN, "train.epochs": 150, "stopping.enabled": False, "optimizer.lr": 3e-3,
+                     "watch.report": False}, "overfitting"),
+    # two hidden units cannot draw spirals
+    "underfitting": ({"data.source": "spirals", "data.n_samples": 400, "model.hidden": [2], **PLAIN,
+                      "train.epochs": 30, "optimizer.lr": 0.01, "watch.report": False}, "underfitting"),
+    # breast_cancer's raw features range from ~0.003 to ~600 in standard deviation
+    "unnormalized_inputs": ({"data.source": "breast_cancer", "data.normalize": "none", "train.epochs": 2,
+                             "watch.report": False}, "unnormalized_inputs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENGINEERED))
+def test_engineered_run_triggers_its_rule(case):
+    overrides, rule = ENGINEERED[case]
+    run = fit(out=False, quiet=True, **overrides)
+    found = rules_of(run)
+    assert rule in found, f"{case}: expected {rule}, got {found}"
+    finding = next(f for f in run.extras["findings"] if f.rule == rule)
+    assert finding.evidence and finding.remedy
+
+
+def test_healthy_default_run_has_no_severe_finding(tmp_path):
+    run = fit(out=tmp_path, quiet=True)
+    severe = [f.message for f in run.extras["findings"] if f.severity == "severe"]
+    assert severe == []
+    assert run.metrics["test"]["accuracy"] > 0.95
+    stored = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert [f["rule"] for f in stored["findings"]] == [f.rule for f in run.extras["findings"]]
+    # the doctor run again from the folder alone reaches the same findings
+    assert main(["doctor", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert again == stored
+
+
+def _digits():
+    x, y = load_digits(return_X_y=True)
+    return x.astype("float32"), y
+
+
+def test_flipped_labels_are_found_as_suspected_mislabeled():
+    x, y = _digits()
+    rng = np.random.default_rng(0)
+    flipped = rng.choice(len(y), 40, replace=False)
+    y = y.copy()
+    y[flipped] = (y[flipped] + rng.integers(1, 10, len(flipped))) % 10     # always a different class
+    run = fit(out=False, quiet=True, data=(x, y), **{"train.epochs": 20, "watch.suspects": 40, "watch.report": False})
+    in_train = set(flipped.tolist()) & set(run.extras["data"].indices["train"].tolist())
+    finding = next(f for f in run.extras["findings"] if f.rule == "suspected_mislabeled")
+    listed = {r["index"] for r in finding.evidence["rows"]}
+    assert len(in_train & listed) >= 0.75 * len(in_train)      # most flipped rows are found ...
+    assert len(in_train & listed) >= 0.75 * len(listed)        # ... and most listed rows were flipped
+    row = next(r for r in finding.evidence["rows"] if r["index"] in in_train)
+    assert row["label"] == str(y[row["index"]]) and row["prediction"] != row["label"]
+
+
+def test_duplicated_rows_across_splits_are_leakage():
+    x, y = _digits()
+    run = fit(out=False, quiet=True, data=(np.concatenate([x, x]), np.concatenate([y, y])),
+              **{"train.epochs": 1, "watch.report": False})
+    finding = next(f for f in run.extras["findings"] if f.rule == "leakage")
+    assert finding.severity == "severe"
+    assert finding.evidence["shared_rows"]["test"] > 0.5 * run.metrics["rows"]["test"]
+
+
+def test_class_imbalance():
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(600, 8, weights=[0.9, 0.1], random_state=0)
+    run = fit(out=False, quiet=True, data=(x.astype("float32"), y), **{"train.epochs": 1, "watch.report": False})
+    finding = next(f for f in run.extras["findings"] if f.rule == "class_imbalance")
+    assert finding.evidence["ratio"] == pytest.approx(max(np.bincount(y)) / min(np.bincount(y)), rel=0.1)
+
+
+def _history(losses):
+    return [{"epoch": i + 1, "train_loss": v, "val_loss": v} for i, v in enumerate(losses)]
+
+
+def test_oscillation_rule_on_a_recorded_history():
+    # A training loss that goes up and down by ~40% from epoch to epoch, never settling.
+    ev = Evidence({}, _history([1.0, 0.6, 0.9, 0.55, 0.85, 0.5, 0.8, 0.52, 0.82, 0.5]))
+    assert [f.rule for f in RULES["divergence"](ev)] == ["oscillation"]
+    steady = Evidence({}, _history([1.0, 0.8, 0.65, 0.55, 0.5, 0.46, 0.44, 0.43, 0.42, 0.41]))
+    assert diagnose(steady) == []
+
+
+def test_overfitting_reports_the_epoch_it_began():
+    # validation loss bottoms out at epoch 4, then climbs while training loss keeps falling
+    rows = [{"epoch": e, "train_loss": t, "val_loss": v} for e, t, v in
+            zip(range(1, 9), [1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1])]
+    (f,) = RULES["overfitting"](Evidence({}, rows))
+    assert f.evidence["began_epoch"] == 4 and f.evidence["worst_epoch"] == 8
+    assert "began at epoch 4" in f.message
+
+
+def test_doctor_cli_messages(tmp_path, capsys):
+    assert main(["doctor"]) == 2
+    assert "doctor: give either RUN_DIR or --overfit-batch RECIPE.toml" in capsys.readouterr().err
+    assert main(["doctor", str(tmp_path)]) == 2
+    assert f"{tmp_path}: not a run folder (no history.csv)" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+
+
+def test_overfit_one_batch_verdicts(tmp_path, capsys):
+    from trainwell.recipe import load_recipe
+    from trainwell.watch.overfit_batch import overfit_batch
+
+    good = overfit_batch(load_recipe(None, {"model.dropout": 0.5}), steps=150)
+    assert good.passed and good.accuracy == 1.0 and good.final_loss < 0.05 and good.rows == 64
+    bad = overfit_batch(load_recipe(None, {"optimizer.lr": 1e-6}), steps=150)
+    assert not bad.passed and bad.final_loss > 0.5 * bad.initial_loss
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[optimizer]\nlr = 1e-6\n")
+    assert main(["doctor", "--overfit-batch", str(recipe), "--steps", "50"]) == 0
+    assert "overfit one batch: FAILED" in capsys.readouterr().out
