@@ -33,6 +33,12 @@ def _series(ev: Evidence, col: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _log_if_wide(ax, values: list[float]) -> None:
+    """Log scale only when the values span more than a decade (else the ticks are unreadable)."""
+    if values and min(values) > 0 and max(values) > 10 * min(values):
+        ax.set_yscale("log")
+
+
 def _mark_epochs(ax, ev: Evidence) -> None:
     best, stop = ev.metrics.get("best_epoch"), ev.metrics.get("stopped_epoch")
     if best:
@@ -54,8 +60,8 @@ def curves(ev: Evidence) -> bytes | None:
             x, y = _series(ev, f"{split}_{name}")
             if x:
                 ax.plot(x, y, color=colour, label=split, marker="." if len(x) < 30 else None)
-        if name == "loss" and all(v > 0 for v in _series(ev, "train_loss")[1]):
-            ax.set_yscale("log")
+        if name == "loss":
+            _log_if_wide(ax, _series(ev, "train_loss")[1] + _series(ev, "val_loss")[1])
         _mark_epochs(ax, ev)
         ax.set_title(name)
         ax.set_xlabel("epoch")
@@ -69,13 +75,12 @@ def lr_and_grad(ev: Evidence) -> bytes | None:
     xg, g = _series(ev, "grad_norm")
     if not x and not xg:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.0))
     a.plot(x, lr, color="purple")
     a.set_title("learning rate (end of epoch)")
     b.plot(xg, g, color="black")
     b.set_title("global gradient norm (mean per step, before clipping)")
-    if g and all(v > 0 for v in g):
-        b.set_yscale("log")
+    _log_if_wide(b, g)
     for ax in (a, b):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -91,14 +96,18 @@ def layer_grad_norms(ev: Evidence) -> bytes | None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.3))
     for ax, series, title in ((a, grads, "weight-gradient norm per layer"),
                               (b, ratios, "update / weight ratio per layer")):
-        for name, pts in series.items():
-            if any(v > 0 for _, v in pts):
-                ax.plot([e for e, _ in pts], [max(v, 1e-12) for _, v in pts], label=name)
-        ax.set_yscale("log")
+        drawn = [n for n, pts in series.items() if any(v > 0 for _, v in pts)]
+        for name in drawn:
+            pts = series[name]
+            ax.plot([e for e, _ in pts], [max(v, 1e-12) for _, v in pts], label=name)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if drawn:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "all zero", ha="center", va="center", transform=ax.transAxes)
     b.axhline(1e-3, color="grey", ls="--", lw=1)
     return _png(fig)
 
@@ -120,8 +129,15 @@ def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
             if stats and stats.get("hist"):
                 h = stats["hist"]
                 n = len(h["counts"])
-                width = (h["hi"] - h["lo"]) / n if h["hi"] > h["lo"] else 1.0
-                ax.bar([h["lo"] + width * (i + 0.5) for i in range(n)], h["counts"], width=width, color=TRAIN)
+                lo, hi = (h["lo"], h["hi"]) if h["hi"] > h["lo"] else (h["lo"] - 0.5, h["lo"] + 0.5)
+                width = (hi - lo) / n
+                ax.bar([lo + width * (i + 0.5) for i in range(n)], h["counts"], width=width, color=TRAIN)
+                rest = sorted(h["counts"])[-2] if n > 1 else 0
+                if rest and max(h["counts"]) > 5 * rest:
+                    # ReLU's spike at zero would flatten the rest of the histogram: clip it, say so.
+                    ax.set_ylim(0, rest * 1.3)
+                    ax.text(0.98, 0.9, f"peak {max(h['counts']) / sum(h['counts']):.0%} (clipped)", fontsize=6,
+                            ha="right", transform=ax.transAxes)
                 ax.set_title(f"{layer}  mean {stats['mean']:.2f} std {stats['std']:.2f}", fontsize=7)
             ax.tick_params(labelsize=6)
             ax.set_yticks([])
@@ -138,7 +154,7 @@ def confusion(ev: Evidence) -> bytes | None:
     m = cm["matrix"]
     classes = ev.facts.get("data", {}).get("classes") or [str(i) for i in range(len(m))]
     n = len(m)
-    size = min(1.8 + 0.45 * n, 9)
+    size = min(1.8 + 0.35 * n, 5.5)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(m, cmap="Blues")
     top = max(max(r) for r in m) or 1

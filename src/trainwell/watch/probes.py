@@ -47,7 +47,7 @@ def _units(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(a.shape[0], -1)
 
 
-def activation_stats(a: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+def activation_stats(a: torch.Tensor, kind: str, histogram: bool = True) -> dict[str, torch.Tensor]:
     """Statistics of one activation output, as 0-d tensors (and a histogram) on its device."""
     a = a.detach().float()
     stats = {"mean": a.mean(), "std": a.std(unbiased=False)}
@@ -57,6 +57,8 @@ def activation_stats(a: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
         stats["saturated"] = ((a < 1 - SATURATION) | (a > SATURATION)).float().mean()
     if kind == "relu":
         stats["dead"] = (~(_units(a) > 0).any(0)).float().mean()
+    if not histogram:
+        return stats
     lo, hi = _RANGE.get(kind, (None, None))
     if lo is None:
         lo_t, hi_t = a.min(), a.max()
@@ -190,7 +192,7 @@ class ProbeCallback(Callback):
     def _on_activation(self, name: str, kind: str):
         def hook(module, inputs, output):
             if module.training:            # validation passes between epochs are not probed
-                self._slot(name).update(activation_stats(output, kind))
+                self._slot(name).update(activation_stats(output, kind, histogram=not self._samples))
         return hook
 
     def _on_layer_output(self, name: str):
@@ -213,17 +215,16 @@ class ProbeCallback(Callback):
             slot = self._slot(name)
             slot["weight_norm"] = w.norm()
             slot["update_ratio"] = (w - before).norm() / before.norm().clamp_min(1e-12)
-            slot["row_spread"] = row_spread(w)
         self._samples.append(self._current)
         self._current = {}
 
     # ------------------------------------------------------------------------------ per epoch
     def _summarize(self, epoch: int) -> dict[str, Any]:
         """Mean of each statistic over the epoch's probed steps; the first step's histogram."""
-        if self._armed and self._current:      # a step whose hooks fired but never reached step_end
-            self._current = {}
-        samples = self._samples
+        self._current = {}                     # hooks that fired on a step that never reached step_end
+        samples = [self._to_floats(s) for s in self._samples]
         record: dict[str, Any] = {"epoch": epoch, "samples": len(samples), "activations": {}, "weights": {}}
+        spread = self._row_spreads()
         for group, names in (("activations", [n for n, _, _ in self.activations]),
                              ("weights", [n for n, _, _ in self.weighted])):
             for name in names:
@@ -231,10 +232,30 @@ class ProbeCallback(Callback):
                 if not per:
                     continue
                 keys = [k for k in per[0] if not k.startswith("hist")]
-                stats = {k: float(torch.stack([p[k] for p in per if k in p]).mean()) for k in keys}
+                stats: dict[str, Any] = {k: sum(p[k] for p in per if k in p) / sum(1 for p in per if k in p)
+                                         for k in keys}
+                if group == "weights":
+                    stats["row_spread"] = spread[name]
                 if "hist" in per[0]:
-                    stats["hist"] = {"counts": [int(c) for c in per[0]["hist"].tolist()],
-                                     "lo": float(per[0]["hist_lo"]), "hi": float(per[0]["hist_hi"])}
+                    stats["hist"] = {"counts": [int(c) for c in per[0]["hist"]],
+                                     "lo": per[0]["hist_lo"], "hi": per[0]["hist_hi"]}
                 record[group][name] = stats
         self._samples = []
         return record
+
+    def _row_spreads(self) -> dict[str, float]:
+        values = torch.stack([row_spread(layer.weight) for _, layer, _ in self.weighted]).tolist()
+        return {name: v for (name, _, _), v in zip(self.weighted, values)}
+
+    @staticmethod
+    def _to_floats(sample: dict[str, dict[str, torch.Tensor]]) -> dict[str, dict[str, Any]]:
+        """One host transfer per probed step: every scalar stacked, read at once."""
+        scalars = [(n, k, v) for n, slot in sample.items() for k, v in slot.items() if v.dim() == 0]
+        values = torch.stack([v.float() for _, _, v in scalars]).tolist() if scalars else []
+        out: dict[str, dict[str, Any]] = {n: {} for n in sample}
+        for (n, k, _), v in zip(scalars, values):
+            out[n][k] = v
+        for n, slot in sample.items():
+            if "hist" in slot:
+                out[n]["hist"] = slot["hist"].tolist()
+        return out
