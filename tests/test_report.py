@@ -5,12 +5,11 @@ import os
 import re
 import shutil
 
+import chromium
 import pytest
 
 from trainwell.api import fit
 from trainwell.cli import main
-
-import chromium
 
 # Zero init: a run with severe findings (identical units, dead ReLUs) to show in the report.
 BROKEN = {"data.source": "digits", "train.epochs": 3, "init.weights": "zeros", "model.norm": "none"}
