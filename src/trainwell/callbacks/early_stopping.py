@@ -48,9 +48,10 @@ class EarlyStopping:
     def _beats(self, value: float, reference: float | None) -> bool:
         if reference is None:
             return True
+        # An improvement must beat the reference by more than min_delta.
         if self.mode == "min":
-            return value - self.min_delta < reference
-        return value + self.min_delta > reference
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
 
     def _reached(self, value: float, threshold: float | None, better: bool) -> bool:
         if threshold is None:
