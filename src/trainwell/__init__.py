@@ -18,7 +18,8 @@ _EXPORTS = {
     "TrainwellError": "errors", "RecipeError": "errors", "DataError": "errors", "CheckpointError": "errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeError", "Run", "TrainwellError", "__version__",
+           "fit", "load_recipe"]
 
 if TYPE_CHECKING:
     from .api import Run, fit
