@@ -38,6 +38,7 @@ class EarlyStopping:
         self.best: float | None = None
         self.best_epoch = 0
         self.wait = 0
+        self.improved = False          # whether the last update set a new best
 
     @classmethod
     def from_section(cls, s) -> EarlyStopping:
@@ -61,7 +62,7 @@ class EarlyStopping:
         return value > threshold if better else value < threshold
 
     def update(self, epoch: int, value: float) -> tuple[bool, StopReason | None]:
-        """Consume epoch `epoch`'s value; returns (should_stop, reason). `improved` tells if it is the best."""
+        """Consume epoch `epoch`'s value; returns (should_stop, reason); `self.improved` says if it is the best."""
         self.improved = False
         if epoch <= self.start_from_epoch:
             return False, None
