@@ -114,3 +114,17 @@ def test_frozen():
 def test_docs_recipe_md_is_current():
     page = Path(__file__).parents[1] / "docs" / "recipe.md"
     assert page.read_text() == render(), "regenerate: python -m trainwell.docs > docs/recipe.md"
+
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_example_recipes_are_valid(path):
+    load_recipe(path)
+
+
+def test_readme_recipe_is_valid():
+    import re
+    block = re.search(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    Recipe.from_dict(tomllib.loads(block))
