@@ -193,9 +193,6 @@ def underfitting(ev: Evidence) -> list[Finding]:
     best_train = max(tr)
     if best_train >= floor:
         return []
-    gap = (best_train - max(va)) if va else 0.0
-    if gap > 0.1:
-        return []
     still = len(tr) >= 3 and tr[-1] > tr[-3] + 0.01
     return [Finding("underfitting", "warning",
                     f"underfitting: the best training {name} is {_fmt(best_train)} (validation "
