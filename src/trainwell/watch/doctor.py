@@ -22,7 +22,7 @@ from .evidence import (
     load_evidence,
     write_diagnosis,
 )
-from .evidence import number as _num  # noqa: I001
+from .evidence import number as _num
 
 __all__ = ["DIAGNOSIS", "RULES", "Evidence", "Finding", "diagnose", "format_findings", "load_evidence",
            "write_diagnosis"]
