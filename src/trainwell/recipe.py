@@ -147,7 +147,8 @@ class CNNSection(Section):
         return self
 
 
-Model = Annotated[MLPSection | CNNSection, Field(discriminator="kind")]
+# typing.Union, not |: _section_model resolves tagged sections through get_origin(...) is Union.
+Model = Annotated[Union[MLPSection, CNNSection], Field(discriminator="kind")]  # noqa: UP007
 
 
 # ---------------------------------------------------------------------------------------- init
