@@ -33,7 +33,7 @@ from .metrics import metric_names
 from .models import build_model
 from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
-from .rundir import HISTORY, METRICS, RECIPE, atomic_write_text, create_run_dir, history_csv, write_json
+from .rundir import DATA_SCHEMA, HISTORY, METRICS, RECIPE, atomic_write_text, create_run_dir, history_csv, write_json
 
 
 @dataclass
@@ -210,9 +210,6 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if not quiet:
         _print_summary(metrics, run_dir)
     return Run(run_dir, recipe, net, state.history, metrics, {"trainer": trainer, "data": prepared})
-
-
-DATA_SCHEMA = "data.json"
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
