@@ -9,8 +9,18 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainwell.data.augment import (Augmenter, build_augmenter, cutmix, cutout, gaussian_noise, mixup,
-                                    random_crop, random_flip, sample_lambda, soft_targets)
+from trainwell.data.augment import (
+    Augmenter,
+    build_augmenter,
+    cutmix,
+    cutout,
+    gaussian_noise,
+    mixup,
+    random_crop,
+    random_flip,
+    sample_lambda,
+    soft_targets,
+)
 from trainwell.errors import RecipeError
 from trainwell.losses import build_loss
 from trainwell.recipe import AugmentSection, LossSection
