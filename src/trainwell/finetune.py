@@ -92,7 +92,8 @@ def freeze(model: nn.Module, names: list[str]) -> None:
 def finetune(model: nn.Module, section) -> dict[str, Any]:
     """Apply `init.from` and `init.freeze` to a freshly initialized model; the report for metrics.json."""
     report: dict[str, Any] = {"from": section.from_, **transfer(model, run_weights(section.from_))}
-    if not report["loaded"]:
+    # A batch-norm step counter (a 0-d tensor) matches any model; it does not make a match.
+    if not any(not name.endswith("num_batches_tracked") for name in report["loaded"]):
         raise CheckpointError(f"init.from: no layer of {section.from_!r} matches this model by name and shape; "
                               "fine-tuning needs the same architecture up to the head")
     names = layers_to_freeze(model, section.freeze) if section.freeze else []
