@@ -101,7 +101,6 @@ class Trainer:
         self.stopper = EarlyStopping.from_section(s) if s.enabled else None
         # The best-epoch monitor also decides the "best" checkpoint when early stopping is off.
         self.monitor = EarlyStopping.from_section(s.model_copy(update={"patience": 10**9}))
-        self.monitor.improved = False
         self.best_state: dict[str, torch.Tensor] | None = None
         self.shuffle = torch.Generator().manual_seed(recipe.seed + 1)
         reg = recipe.regularization
@@ -139,7 +138,7 @@ class Trainer:
         return perm
 
     def train_epoch(self) -> dict[str, float]:
-        model, opt, data, t = self.model, self.optimizer, self.train_data, self.recipe.train
+        model, data = self.model, self.train_data
         reg = self.recipe.regularization
         model.train()
         perm = self._batches()
@@ -268,9 +267,8 @@ class Trainer:
             self._set_lr()
         value = _monitored(row, s.monitor, "stopping.monitor")
         self.monitor.update(st.epoch, value)
-        if self.monitor.improved or self.best_state is None and st.epoch > s.start_from_epoch:
+        if self.monitor.improved:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best_epoch = st.epoch
         if self.stopper is not None:
             stop, reason = self.stopper.update(st.epoch, value)
             if stop:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 import torchmetrics
-from torchmetrics import regression as R
 from torchmetrics import classification as C
+from torchmetrics import regression as R
 
 CLASSIFICATION_METRICS = ("accuracy", "f1")
 REGRESSION_METRICS = ("mse", "mae", "r2")

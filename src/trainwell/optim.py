@@ -72,6 +72,7 @@ def build_optimizer(model: nn.Module, section, device: torch.device) -> torch.op
     return OPTIMIZERS[section.kind](groups, lr=section.lr, **kw)
 
 
+@torch.no_grad()
 def apply_decoupled_decay(optimizer: torch.optim.Optimizer) -> None:
     """w <- w * (1 - lr * wd) for groups with decoupled decay (before the optimizer step)."""
     for group in optimizer.param_groups:

@@ -9,16 +9,16 @@ repeats the run.
 
 from __future__ import annotations
 
-import difflib
 import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RecipeError
+from .recipe_errors import field_keys as _keys
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "identity")
 # Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
@@ -147,8 +147,7 @@ class CNNSection(Section):
         return self
 
 
-# typing.Union, not |: _section_model resolves tagged sections through get_origin(...) is Union.
-Model = Annotated[Union[MLPSection, CNNSection], Field(discriminator="kind")]  # noqa: UP007
+Model = Annotated[Union[MLPSection, CNNSection], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------- init
@@ -400,10 +399,15 @@ class Recipe(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_model_kind(cls, data: Any) -> Any:
-        # `[model]` without `kind` keeps meaning the MLP, as before the CNN existed.
-        if isinstance(data, dict) and isinstance(data.get("model"), dict) and "kind" not in data["model"]:
-            return {**data, "model": {**data["model"], "kind": "mlp"}}
+    def _default_kinds(cls, data: Any) -> Any:
+        """A tagged section given without `kind` keeps the default kind (`--set optimizer.lr=3e-3`)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, info in cls.model_fields.items():
+            section = data.get(name)
+            if isinstance(section, dict) and "kind" not in section and hasattr(info.default, "kind"):
+                data[name] = {"kind": info.default.kind, **section}
         return data
 
     @model_validator(mode="after")
@@ -423,11 +427,13 @@ class Recipe(Section):
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str | None = None) -> Recipe:
         raw = dict(raw)
-        problems = unknown_key_problems(raw)
+        from .recipe_errors import drop_unknown, format_errors, unknown_key_problems
+
+        problems = unknown_key_problems(cls, raw)
         try:
-            recipe = cls.model_validate(_drop_unknown(raw))
+            recipe = cls.model_validate(drop_unknown(cls, raw))
         except ValidationError as exc:
-            problems += [p for p in _format_errors(exc, raw) if p not in problems]
+            problems += [p for p in format_errors(cls, exc) if p not in problems]
             raise RecipeError(problems, source) from None
         if problems:
             raise RecipeError(problems, source)
@@ -519,143 +525,6 @@ def load_recipe(recipe: str | Path | Mapping[str, Any] | Recipe | None = None,
 
 def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
-
-
-# ------------------------------------------------------------------------------ error reporting
-def _keys(model: type[BaseModel]) -> dict[str, str]:
-    """Recipe key -> attribute name (they differ for keys that are Python keywords, like init.from)."""
-    return {info.alias or name: name for name, info in model.model_fields.items()}
-
-
-def _section_model(model: type[BaseModel], name: str, raw_value: Any) -> type[BaseModel] | None:
-    """The model class of field `name`, resolving a tagged union by the raw `kind`."""
-    info = model.model_fields.get(name)
-    if info is None:
-        return None
-    ann = info.annotation
-    if get_origin(ann) is Annotated:
-        ann = get_args(ann)[0]
-    members = get_args(ann) if get_origin(ann) is Union else (ann,)
-    members = tuple(m for m in members if isinstance(m, type) and issubclass(m, BaseModel))
-    if not members:
-        return None
-    if len(members) == 1:
-        return members[0]
-    kind = raw_value.get("kind") if isinstance(raw_value, dict) else None
-    if kind is None:
-        default = info.default
-        return type(default) if isinstance(default, BaseModel) else None
-    for m in members:
-        if kind in get_args(m.model_fields["kind"].annotation):
-            return m
-    return None
-
-
-def _walk_unknown(model: type[BaseModel], raw: dict[str, Any], prefix: str, out: list[tuple[str, str]]):
-    keys = _keys(model)
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in keys:
-            out.append((dotted, _suggest(key, list(keys), prefix, _owners(model, key))))
-            continue
-        sub = _section_model(model, keys[key], value)
-        if sub is not None and isinstance(value, dict):
-            _walk_unknown(sub, value, f"{dotted}.", out)
-
-
-def _owners(model: type[BaseModel], key: str) -> list[str]:
-    """The kinds of a tagged section whose model has `key` (for "betas belongs to adam")."""
-    if "kind" not in model.model_fields:
-        return []
-    for family in (_Opt.__subclasses__(), _Sched.__subclasses__(), [MLPSection, CNNSection]):
-        if model in family:
-            return [k for sibling in family if key in sibling.model_fields
-                    for k in get_args(sibling.model_fields["kind"].annotation)]
-    return []
-
-
-def _suggest(key: str, valid: list[str], prefix: str, owners: list[str] = ()) -> str:
-    if owners:
-        return f"it belongs to kind {' / '.join(owners)}; valid keys here: " + ", ".join(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {prefix}{close[0]}?"
-    return "valid keys: " + ", ".join(valid)
-
-
-def unknown_key_problems(raw: dict[str, Any]) -> list[str]:
-    found: list[tuple[str, str]] = []
-    _walk_unknown(Recipe, raw, "", found)
-    return [f"{key}: unknown key; {hint}" for key, hint in found]
-
-
-def _drop_unknown(raw: dict[str, Any], model: type[BaseModel] = None) -> dict[str, Any]:
-    model = model or Recipe
-    out = {}
-    keys = _keys(model)
-    for key, value in raw.items():
-        if key not in keys:
-            continue
-        sub = _section_model(model, keys[key], value)
-        out[key] = _drop_unknown(value, sub) if sub is not None and isinstance(value, dict) else value
-    return out
-
-
-def _expected(err: dict[str, Any]) -> str:
-    ctx = err.get("ctx") or {}
-    kind = err["type"]
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-    if kind in bounds:
-        return f"must be {bounds[kind]} {next(iter(ctx.values()))}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return "must be an integer"
-    if kind in ("float_type", "float_parsing"):
-        return "must be a number"
-    if kind in ("bool_type", "bool_parsing"):
-        return "must be true or false"
-    if kind in ("string_type",):
-        return "must be a string"
-    if kind in ("tuple_type", "list_type"):
-        return "must be a list"
-    if kind in ("too_short", "too_long"):
-        return err["msg"].lower().replace("tuple", "list")
-    if kind == "model_type" or kind == "model_attributes_type" or kind == "dict_type":
-        return "must be a table (a [section])"
-    return err["msg"]
-
-
-def _format_errors(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    for err in exc.errors():
-        if err["type"] == "value_error":
-            msg = str(err.get("ctx", {}).get("error", err["msg"]))
-            problems.append(msg)
-            continue
-        if err["type"] == "extra_forbidden":
-            continue
-        # Drop the union tag pydantic inserts ("optimizer", "sgd", "lr" -> optimizer.lr).
-        path, node = [], raw
-        for part in err["loc"]:
-            if isinstance(node, dict) and part not in node and node.get("kind") == part:
-                continue
-            path.append(str(part))
-            node = node.get(part) if isinstance(node, dict) else None
-        dotted = ".".join(path)
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            tags = (err.get("ctx") or {}).get("expected_tags", "")
-            got = (err.get("ctx") or {}).get("tag")
-            valid = [t.strip().strip("'") for t in str(tags).split(",")]
-            hint = difflib.get_close_matches(str(got), valid, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            problems.append(f"{dotted}.kind: got {got!r}, must be one of {tags}{extra}")
-            continue
-        if err["type"] == "missing":
-            problems.append(f"{dotted}: required")
-            continue
-        problems.append(f"{dotted}: got {err.get('input')!r}, {_expected(err)}")
-    return problems
 
 
 # ---------------------------------------------------------------------------------- TOML output

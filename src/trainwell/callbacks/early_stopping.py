@@ -12,10 +12,10 @@ non-finite value (`check_finite`), on reaching `stopping_threshold`, or on passi
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     FINISHED = "finished"                  # ran every epoch
     PATIENCE = "patience"                  # no improvement for `patience` epochs
     BASELINE = "baseline"                  # never beat the baseline within `patience` epochs
@@ -38,6 +38,7 @@ class EarlyStopping:
         self.best: float | None = None
         self.best_epoch = 0
         self.wait = 0
+        self.improved = False          # whether the last update set a new best
 
     @classmethod
     def from_section(cls, s) -> EarlyStopping:
@@ -48,9 +49,10 @@ class EarlyStopping:
     def _beats(self, value: float, reference: float | None) -> bool:
         if reference is None:
             return True
+        # An improvement must beat the reference by more than min_delta.
         if self.mode == "min":
-            return value - self.min_delta < reference
-        return value + self.min_delta > reference
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
 
     def _reached(self, value: float, threshold: float | None, better: bool) -> bool:
         if threshold is None:
@@ -60,7 +62,7 @@ class EarlyStopping:
         return value > threshold if better else value < threshold
 
     def update(self, epoch: int, value: float) -> tuple[bool, StopReason | None]:
-        """Consume epoch `epoch`'s value; returns (should_stop, reason). `improved` tells if it is the best."""
+        """Consume epoch `epoch`'s value; returns (should_stop, reason); `self.improved` says if it is the best."""
         self.improved = False
         if epoch <= self.start_from_epoch:
             return False, None
