@@ -33,7 +33,16 @@ from .metrics import metric_names
 from .models import build_model
 from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
-from .rundir import DATA_SCHEMA, HISTORY, METRICS, RECIPE, atomic_write_text, create_run_dir, history_csv, write_json
+from .rundir import (
+    DATA_SCHEMA,
+    HISTORY,
+    METRICS,
+    RECIPE,
+    atomic_write_text,
+    create_run_dir,
+    history_csv,
+    write_json,
+)
 
 
 @dataclass
