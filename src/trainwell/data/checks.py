@@ -8,6 +8,7 @@ rows shared between training and validation/test (leakage), class imbalance.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -100,20 +101,21 @@ def constant_features(x_train: np.ndarray, names: tuple[str, ...]) -> list[str]:
             f"({_listed([_feature_name(j, names) for j in const])}); they carry no information"]
 
 
-def _row_keys(x: np.ndarray) -> np.ndarray:
+def _row_keys(x: np.ndarray) -> list[bytes]:
+    """A 16-byte digest per row: exact-duplicate detection without holding every row as bytes."""
     flat = np.ascontiguousarray(x.reshape(len(x), -1))
-    return flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
 
 
 def shared_rows(x: np.ndarray, splits: dict[str, np.ndarray]) -> list[str]:
     """Exact duplicate feature rows between training and the evaluation splits: a leak."""
-    train = set(_row_keys(x[splits["train"]]).tolist())
+    train = set(_row_keys(x[splits["train"]]))
     out = []
     for split in ("val", "test"):
         idx = splits.get(split, np.array([], int))
         if len(idx) == 0:
             continue
-        count = sum(key in train for key in _row_keys(x[idx]).tolist())
+        count = sum(key in train for key in _row_keys(x[idx]))
         if count:
             out.append(f"leakage: {count} of {len(idx)} {split} rows are exact duplicates of training rows; "
                        f"the {split} score overstates generalization (deduplicate the data)")
