@@ -60,15 +60,12 @@ def test_image_augmentation_on_tabular_data_is_a_recipe_error(capsys):
 
 def _trainer(run, epochs: int, model=None) -> Trainer:
     """A fresh Trainer on the same data as `run`, as a resume would build it."""
-    from trainwell.data.augment import build_augmenter
-
     old = run.extras["trainer"]
     recipe = run.recipe.replace(**{"train.epochs": epochs})
     net = model if model is not None else copy.deepcopy(run.model)
     return Trainer(recipe=recipe, model=net, loss_fn=old.loss_fn, optimizer=build_optimizer(net, recipe.optimizer,
                    old.device), task=old.task, n_classes=old.n_classes, train=old.train_data, val=old.val_data,
-                   device=old.device, augment=build_augmenter(recipe.data.augment, tuple(old.train_data.x.shape[1:]),
-                                                              old.n_classes, recipe.seed + 2))
+                   device=old.device)
 
 
 def test_resume_mid_run_equals_uninterrupted():
@@ -79,7 +76,7 @@ def test_resume_mid_run_equals_uninterrupted():
     first = tw.fit(out=False, quiet=True, **TINY_KW, **{"train.epochs": 1})
     tensors, meta = first.extras["trainer"].state_dict()
     meta = {**meta, "stop_reason": None}            # it finished its one epoch; continue it to three
-    resumed = _trainer(first, 3, model=copy.deepcopy(first.model))
+    resumed = _trainer(first, 3, model=copy.deepcopy(first.model))   # builds its augmenter from the recipe
     for p in resumed.model.parameters():           # make sure the weights come from the state dict
         torch.nn.init.zeros_(p)
     resumed.load_state_dict(tensors, meta)

@@ -186,9 +186,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, loss_kind))
     checks.emit(prepared.warnings)
-    if not quiet:
-        if tuned is not None:
-            print(describe_finetune(tuned))
+    if tuned is not None and not quiet:
+        print(describe_finetune(tuned))
     saved = prefixed("normalizer", prepared.normalizer.state_dict())
     if prepared.impute_values is not None:
         saved["impute.values"] = prepared.impute_values

@@ -109,12 +109,15 @@ def _warnings_as_lines() -> None:
     from .data.checks import DataWarning
 
     default = warnings.showwarning
+    if getattr(default, "trainwell", False):
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, DataWarning):
             print(f"trainwell: warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
+    show.trainwell = True
     warnings.showwarning = show
 
 

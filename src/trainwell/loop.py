@@ -38,6 +38,7 @@ from . import checkpoint as ckpt
 from . import metrics as M
 from . import schedules
 from .callbacks import EarlyStopping, StopReason
+from .data.augment import build_augmenter
 from .losses import l1_penalty, l2_penalty
 from .optim import apply_decoupled_decay, split_parameters
 
@@ -83,7 +84,10 @@ class Trainer:
         self.extra_tensors = extra_tensors or {}      # e.g. normalizer statistics, saved with checkpoints
         self.callbacks = callbacks or []
         self.progress = progress
-        self.augment = augment                        # (xb, yb) -> (xb, yb or soft targets), training only
+        # (xb, yb) -> (xb, yb or soft targets) on training batches; built from [data.augment] when not
+        # given, so every Trainer of a recipe (a resumed one too) augments the same way.
+        self.augment = augment if augment is not None else build_augmenter(
+            recipe.data.augment, tuple(train.x.shape[1:]), n_classes, recipe.seed + 2)
         self.state = LoopState()
         self.metrics = M.build_metrics(task, n_classes).to(device)
         t = recipe.train
