@@ -53,7 +53,7 @@ def preview(recipe, out: str | Path, count: int = 32) -> Path:
     x, y = aug(train.x[rows], train.y[rows])
     cols = 8
     nrows = -(-len(rows) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.6, nrows * 1.8), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.6, nrows * 2.0), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for k, ax in zip(range(len(rows)), axes.ravel()):
