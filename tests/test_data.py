@@ -41,7 +41,7 @@ def test_every_source_loads(name):
     assert ds.x.dtype == np.float32 and len(ds.x) == len(ds.y)
     expected = {"diabetes": "regression", "polynomial": "regression", "digits": "multiclass", "iris": "multiclass",
                 "wine": "multiclass", "breast_cancer": "binary", "moons": "binary", "circles": "binary",
-                "spirals": "binary", "teacher": "binary"}[name]
+                "spirals": "binary", "teacher": "binary", "shapes": "multiclass"}[name]
     assert ds.task == expected
 
 

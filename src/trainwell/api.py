@@ -18,10 +18,14 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import prefixed
+from .data import checks
+from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import make_splits
 from .errors import DataError, RecipeError
+from .finetune import describe as describe_finetune
+from .finetune import finetune
 from .init import init_model_
 from .loop import Callback, SplitTensors, Trainer
 from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
@@ -29,7 +33,16 @@ from .metrics import metric_names
 from .models import build_model
 from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
-from .rundir import HISTORY, METRICS, RECIPE, atomic_write_text, create_run_dir, history_csv, write_json
+from .rundir import (
+    DATA_SCHEMA,
+    HISTORY,
+    METRICS,
+    RECIPE,
+    atomic_write_text,
+    create_run_dir,
+    history_csv,
+    write_json,
+)
 
 
 @dataclass
@@ -52,6 +65,8 @@ class Prepared:
     test: SplitTensors | None
     normalizer: Any
     indices: dict[str, np.ndarray]
+    impute_values: torch.Tensor | None = None      # training-split column means (data.nonfinite = impute)
+    warnings: list[str] = field(default_factory=list)
 
 
 def pick_device(name: str) -> torch.device:
@@ -69,6 +84,8 @@ def pick_device(name: str) -> torch.device:
 
 def _as_dataset(data: Any, task: str) -> Dataset:
     if isinstance(data, Dataset):
+        if data.task != "regression":
+            checks.check_label_range(data.y, data.n_classes, "data")
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = (d.detach().cpu().numpy() if torch.is_tensor(d) else np.asarray(d) for d in data)
@@ -79,12 +96,21 @@ def _as_dataset(data: Any, task: str) -> Dataset:
 def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None = None) -> Prepared:
     """Load, split (seeded, stratified), fit normalization on train only, move to the device."""
     ds = _as_dataset(data, recipe.data.task) if data is not None else load_source(recipe.data, recipe.seed)
+    checks.check_targets(ds.y, ds.task, ds.name)
+    needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, ds.name, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
     splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
     device = device or torch.device("cpu")
     x_all = torch.from_numpy(ds.x)
     y_all = torch.from_numpy(ds.y)
-    normalizer = make_normalizer(recipe.data.normalize).fit(x_all[splits.train])
+    impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
+    if impute_values is not None:
+        x_all = checks.impute(x_all, impute_values)
+    try:
+        normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
+    except ValueError as exc:
+        raise RecipeError([str(exc)]) from None
+    found = checks.split_warnings(ds, {"train": splits.train, "val": splits.val, "test": splits.test})
 
     def part(idx: np.ndarray) -> SplitTensors | None:
         if len(idx) == 0:
@@ -93,7 +119,7 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
         return SplitTensors(normalizer.transform(x_all[ix]).contiguous().to(device), y_all[ix].to(device))
 
     return Prepared(ds, part(splits.train), part(splits.val), part(splits.test), normalizer,
-                    {"train": splits.train, "val": splits.val, "test": splits.test})
+                    {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
 
 
 def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -> tuple[nn.Module, str]:
@@ -148,6 +174,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         loss_fn = build_loss(recipe.loss, ds.task)
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
+    tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
+    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes, recipe.seed + 2)
     net = net.to(device)
     _check_forward(net, prepared.train)
     optimizer = build_optimizer(net, recipe.optimizer, device)
@@ -156,6 +184,13 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     run_dir = create_run_dir(out, name, force=force) if out is not False else None
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
+        write_json(run_dir / DATA_SCHEMA, data_schema(ds, loss_kind))
+    checks.emit(prepared.warnings)
+    if tuned is not None and not quiet:
+        print(describe_finetune(tuned))
+    saved = prefixed("normalizer", prepared.normalizer.state_dict())
+    if prepared.impute_values is not None:
+        saved["impute.values"] = prepared.impute_values
 
     from .watch.session import WatchSession
     watch = WatchSession(recipe, run_dir)
@@ -164,8 +199,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
                       n_classes=ds.n_classes, train=prepared.train, val=prepared.val, device=device,
-                      run_dir=run_dir, extra_tensors=prefixed("normalizer", prepared.normalizer.state_dict()),
-                      callbacks=callbacks, progress=bar)
+                      run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar, augment=augment)
     state = trainer.fit()
 
     # The test split is evaluated once, here, with the final (best when restore_best) weights.
@@ -177,7 +211,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "task": ds.task, "loss": loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
         "device": str(device), "environment": environment(),
+        "data_warnings": prepared.warnings,
     }
+    if tuned is not None:
+        metrics["finetune"] = tuned
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -186,6 +223,12 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     findings = watch.finish(trainer, prepared, metrics, quiet)
     return Run(run_dir, recipe, net, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
+
+
+def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
+    """What prediction needs to read new rows like the training ones (stored as data.json)."""
+    return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
+            "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind}
 
 
 def _check_forward(net: nn.Module, train: SplitTensors) -> None:

@@ -60,8 +60,30 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"fit": _fit, "recipe": _recipe, "doctor": _doctor,
-                                                             "report": _report}
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    frame = predict(args.run_dir, args.data)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"{len(frame)} predictions written to {args.out}", file=sys.stderr)
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .data.preview import preview
+    from .recipe import load_recipe, parse_overrides
+
+    path = preview(load_recipe(args.recipe, parse_overrides(args.set)), args.out, args.count)
+    print(f"preview written to {path}", file=sys.stderr)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fit": _fit, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict, "data": _data,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html from the run folder")
     rp.add_argument("run_dir", help="run folder written by `trainwell fit`")
+
+    pr = sub.add_parser("predict", help="apply a run's normalization and best model to new rows")
+    pr.add_argument("run_dir", help="run folder of a finished run")
+    pr.add_argument("data", help="rows to predict: .csv/.tsv/.parquet (feature columns) or .npy/.npz (x)")
+    pr.add_argument("--out", help="CSV file to write (default: standard output)")
+
+    d = sub.add_parser("data", help="look at the data a recipe trains on")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    pv = dsub.add_parser("preview", help="write a grid of augmented training images (PNG)")
+    pv.add_argument("recipe", nargs="?", help="recipe TOML file (default: the built-in recipe)")
+    pv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pv.add_argument("--out", default="preview.png", help="PNG file to write (default preview.png)")
+    pv.add_argument("--count", type=int, default=32, help="images in the grid (default 32)")
     return p
 
 
@@ -96,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import TrainwellError
 
     args = build_parser().parse_args(argv)
+    _warnings_as_lines()
     try:
         return COMMANDS[args.command](args)
     except TrainwellError as exc:
@@ -104,6 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trainwell: interrupted", file=sys.stderr)
         return 130
+
+
+def _warnings_as_lines() -> None:
+    """Data warnings as `trainwell: warning: ...` lines instead of Python's file:line format."""
+    import warnings
+
+    from .data.checks import DataWarning
+
+    default = warnings.showwarning
+    if getattr(default, "trainwell", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"trainwell: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    show.trainwell = True
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def _table(model: type[BaseModel], prefix: str, out: list[str], skip: set[str] =
     for name, info in model.model_fields.items():
         if name in skip or (isinstance(info.default, BaseModel)):
             continue
-        out.append(f"| `{prefix}{name}` | {_type(info.annotation)} | {_default(info.default)} | "
+        out.append(f"| `{prefix}{info.alias or name}` | {_type(info.annotation)} | {_default(info.default)} | "
                    f"{_constraints(info)} | {info.description or ''} |")
     out.append("")
 

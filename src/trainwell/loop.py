@@ -38,6 +38,7 @@ from . import checkpoint as ckpt
 from . import metrics as M
 from . import schedules
 from .callbacks import EarlyStopping, StopReason
+from .data.augment import build_augmenter
 from .losses import l1_penalty, l2_penalty
 from .optim import apply_decoupled_decay, split_parameters
 
@@ -75,7 +76,7 @@ class Trainer:
     def __init__(self, *, recipe, model: nn.Module, loss_fn, optimizer: torch.optim.Optimizer, task: str,
                  n_classes: int, train: SplitTensors, val: SplitTensors | None, device: torch.device,
                  run_dir: Path | None = None, extra_tensors: dict[str, torch.Tensor] | None = None,
-                 callbacks: list[Callback] | None = None, progress=None):
+                 callbacks: list[Callback] | None = None, progress=None, augment=None):
         self.recipe, self.model, self.loss_fn, self.optimizer = recipe, model, loss_fn, optimizer
         self.task, self.n_classes, self.device = task, n_classes, device
         self.train_data, self.val_data = train, val
@@ -83,6 +84,10 @@ class Trainer:
         self.extra_tensors = extra_tensors or {}      # e.g. normalizer statistics, saved with checkpoints
         self.callbacks = callbacks or []
         self.progress = progress
+        # (xb, yb) -> (xb, yb or soft targets) on training batches; built from [data.augment] when not
+        # given, so every Trainer of a recipe (a resumed one too) augments the same way.
+        self.augment = augment if augment is not None else build_augmenter(
+            recipe.data.augment, tuple(train.x.shape[1:]), n_classes, recipe.seed + 2)
         self.state = LoopState()
         self.metrics = M.build_metrics(task, n_classes).to(device)
         t = recipe.train
@@ -151,6 +156,8 @@ class Trainer:
         for start in range(0, n_rows, self.batch_size):
             idx = perm[start:start + self.batch_size]
             xb, yb = data.x.index_select(0, idx), data.y.index_select(0, idx)
+            if self.augment is not None:   # train metrics below still compare with the hard labels
+                xb, yb = self.augment(xb, yb)
             out = model(xb)
             loss = self.loss_fn(out, yb)
             total = loss
@@ -282,6 +289,8 @@ class Trainer:
         tensors = {**ckpt.prefixed("model", self.model.state_dict()), **ckpt.prefixed("optim", opt_tensors),
                    **self.extra_tensors,
                    "rng.torch": torch.get_rng_state(), "rng.shuffle": self.shuffle.get_state()}
+        if self.augment is not None:
+            tensors["rng.augment"] = self.augment.state_dict()["generator"]
         if self.best_state is not None:
             tensors.update(ckpt.prefixed("best", self.best_state))
         st = self.state
@@ -310,6 +319,8 @@ class Trainer:
             self.plateau.load_state_dict(meta["plateau"])
         torch.set_rng_state(tensors["rng.torch"])
         self.shuffle.set_state(tensors["rng.shuffle"])
+        if self.augment is not None and "rng.augment" in tensors:
+            self.augment.load_state_dict({"generator": tensors["rng.augment"]})
         _set_np_state(meta["rng_numpy"])
         _set_py_state(meta["rng_python"])
         self._set_lr()

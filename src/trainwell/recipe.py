@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RecipeError
+from .recipe_errors import field_keys as _keys
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "identity")
 # Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
@@ -33,21 +34,72 @@ def _field(default: Any, doc: str, **kw: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- data
+SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ring", "diamond")
+FILE_FORMATS = ("auto", "csv", "tsv", "parquet", "npy", "npz", "idx", "cifar10", "cifar100", "image_folder")
+
+
+class AugmentSection(Section):
+    """Training-split augmentation, applied batch by batch (seeded). 0 switches a step off."""
+
+    crop_padding: int = _field(0, "Random crop: pad each image by this many pixels on every side, then cut "
+                               "a window of the original size at a random offset (images only).", ge=0)
+    crop_mode: Literal["zeros", "reflect"] = _field("zeros", "Padding of the random crop: zeros or a "
+                                                    "reflection of the border pixels.")
+    hflip: float = _field(0.0, "Probability of flipping an image left-right (images only).", ge=0, le=1)
+    vflip: float = _field(0.0, "Probability of flipping an image upside down (images only).", ge=0, le=1)
+    noise_std: float = _field(0.0, "Standard deviation of gaussian noise added to the (normalized) inputs.",
+                              ge=0)
+    cutout_size: int = _field(0, "Cutout: side in pixels of a square set to 0 at a random place in each image "
+                              "(images only).", ge=0)
+    mixup_alpha: float = _field(0.0, "Mixup: rows mixed with a shuffled copy of the batch, weight "
+                                "lambda ~ Beta(alpha, alpha); targets become the same mix of one-hot labels.",
+                                ge=0)
+    cutmix_alpha: float = _field(0.0, "CutMix: a box of a shuffled copy of the batch pasted in, its area "
+                                 "1 - lambda with lambda ~ Beta(alpha, alpha); targets mixed by area (images "
+                                 "only). With mixup also on, each batch uses one of the two at random.", ge=0)
+    mix_prob: float = _field(1.0, "Probability that a batch is mixed at all (mixup/cutmix).", ge=0, le=1)
+
+
 class DataSection(Section):
     source: str = _field("digits", "Bundled set (digits, iris, wine, breast_cancer, diabetes), synthetic "
-                         "set (spirals, moons, circles, teacher, polynomial) or a path to a .csv/.npz file.")
-    target: str | None = _field(None, "Target column of a CSV file or array name of an NPZ file "
-                                "(default: the last column / array `y`).")
+                         "set (spirals, moons, circles, teacher, polynomial, shapes) or a local file or folder: "
+                         ".csv/.tsv/.parquet (a target column), .npy, .npz (arrays x and y), MNIST IDX "
+                         "(raw or .gz images file), CIFAR-10/100 binary (.bin), or a folder of images with "
+                         "one sub-folder per class.")
+    format: Literal[FILE_FORMATS] = _field(  # type: ignore[valid-type]
+        "auto", "File format of a path source; auto guesses from the name (and a .bin file's record size).")
+    target: str | None = _field(None, "Target column of a CSV/Parquet file, array name of an NPZ file "
+                                "(default: the last column / array `y`), labels file of an IDX or NPY source "
+                                "(default: the matching labels-idx1 file / the last column), or "
+                                "coarse/fine for CIFAR-100 (default fine).")
     task: Literal["auto", "binary", "multiclass", "regression"] = _field(
         "auto", "Learning task; auto infers it from the targets (integers with few values: classification).")
     split: tuple[float, float, float] = _field((0.6, 0.2, 0.2), "Train, validation, test fractions (sum to 1).")
     stratify: bool = _field(True, "Keep class proportions equal across splits (classification only).")
-    normalize: Literal["none", "minmax", "standard"] = _field(
-        "standard", "Feature normalization, fitted on the training split only.")
+    normalize: Literal["none", "minmax", "standard", "per_channel", "pca_whiten", "zca_whiten"] = _field(
+        "standard", "Feature normalization, fitted on the training split only: per_channel standardizes each "
+        "image channel; pca_whiten/zca_whiten decorrelate the features (covariance eigenvectors) and scale "
+        "them to unit variance (ZCA rotates back, staying closest to the input).")
+    whiten_eps: float = _field(1e-5, "Epsilon added to the covariance eigenvalues before dividing by their "
+                               "square root (pca_whiten, zca_whiten).", gt=0)
+    categorical: Literal["onehot", "error"] = _field(
+        "onehot", "String feature columns of a CSV/Parquet file: one-hot encode them, or stop with an error.")
+    max_categories: int = _field(50, "A string column with more distinct values than this is rejected "
+                                 "(likely an identifier, not a category).", ge=2)
+    nonfinite: Literal["error", "impute"] = _field(
+        "error", "NaN/inf features: stop with an error, or replace them by the training split's column mean.")
     n_samples: int = _field(1000, "Rows generated by a synthetic source.", ge=10)
-    noise: float = _field(0.1, "Noise level of a synthetic source.", ge=0)
+    noise: float = _field(0.1, "Noise level of a synthetic source (shapes: pixel noise std).", ge=0)
     classes: int = _field(2, "Number of classes (arms) of the `spirals` source.", ge=2)
     features: int = _field(10, "Input features of the `teacher` and `polynomial` sources.", ge=1)
+    image_size: int | None = _field(None, "Image side in pixels: of `shapes` (default 16) and of image-folder "
+                                    "images, resized (default: their own size, the same for all).", ge=4)
+    channels: Literal[1, 3] = _field(3, "Colour channels of `shapes` and image-folder images: 3 (RGB) or 1 "
+                                     "(grey).")
+    shape_kinds: tuple[Literal[SHAPE_KINDS], ...] = _field(  # type: ignore[valid-type]
+        SHAPE_KINDS[:5], f"Classes drawn by the `shapes` source (any of {', '.join(SHAPE_KINDS)}).",
+        min_length=2)
+    augment: AugmentSection = AugmentSection()
 
     @model_validator(mode="after")
     def _check_split(self) -> DataSection:
@@ -58,18 +110,44 @@ class DataSection(Section):
         if not math.isclose(train + val + test, 1.0, abs_tol=1e-6):
             raise ValueError(f"data.split: got {list(self.split)} (sum {train + val + test:g}), "
                              "fractions must sum to 1")
+        if len(set(self.shape_kinds)) != len(self.shape_kinds):
+            raise ValueError(f"data.shape_kinds: got {list(self.shape_kinds)}, each kind at most once")
         return self
 
 
 # --------------------------------------------------------------------------------------- model
 class MLPSection(Section):
-    kind: Literal["mlp"] = _field("mlp", "Model family: mlp (cnn arrives with image data).")
+    kind: Literal["mlp"] = _field("mlp", "Model family: mlp (multi-layer perceptron) or cnn (images).")
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = _field((256, 128), "Widths of the hidden layers.")
     activation: Literal[ACTIVATIONS] = _field("relu", "Hidden-layer activation.")  # type: ignore[valid-type]
     negative_slope: float = _field(0.01, "Slope of leaky_relu for negative inputs.", ge=0)
     norm: Literal["none", "batch", "layer"] = _field(
         "batch", "Normalization between each linear layer and its activation.")
     dropout: float = _field(0.1, "Dropout probability after each hidden layer.", ge=0, lt=1)
+    dropconnect: float = _field(0.0, "DropConnect probability of the hidden linear layers: each weight is "
+                                "dropped with this probability while training (scaled by 1/(1-p)); 0 = off.",
+                                ge=0, lt=1)
+
+
+class CNNSection(Section):
+    kind: Literal["cnn"] = _field("cnn", "Model family: mlp (multi-layer perceptron) or cnn (images).")
+    channels: tuple[Annotated[int, Field(ge=1)], ...] = _field(
+        (16, 32, 64), "Output channels of each conv block (conv -> norm -> activation -> pool).", min_length=1)
+    kernel_size: int = _field(3, "Side of the square conv kernels (odd; padding keeps the size).", ge=1)
+    activation: Literal[ACTIVATIONS] = _field("relu", "Activation after each conv.")  # type: ignore[valid-type]
+    negative_slope: float = _field(0.01, "Slope of leaky_relu for negative inputs.", ge=0)
+    norm: Literal["none", "batch"] = _field("batch", "BatchNorm2d between each conv and its activation.")
+    pool: Literal["max", "avg", "none"] = _field("max", "2x2 pooling at the end of each block but the last.")
+    dropout: float = _field(0.0, "Dropout probability before the linear head.", ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> CNNSection:
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size: got {self.kernel_size}, must be odd (same padding)")
+        return self
+
+
+Model = Annotated[Union[MLPSection, CNNSection], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------- init
@@ -88,6 +166,13 @@ class InitSection(Section):
         1.0, "Gain of xavier/lecun/orthogonal: a number, or auto for the activation's "
         "recommended gain (torch.nn.init.calculate_gain). Kaiming takes its gain from the activation.")
     mode: Literal["fan_in", "fan_out"] = _field("fan_in", "Fan used by kaiming and lecun.")
+    from_: str | None = Field(None, alias="from", description=(
+        "Fine-tuning: a run folder whose best weights start this run. Layers are matched by name and "
+        "shape; the others (e.g. the head when the class count differs) keep the fresh initialization "
+        "and are listed."))
+    freeze: tuple[str, ...] | Annotated[int, Field(ge=0)] = _field(
+        (), "Layers kept fixed while fine-tuning: a list of layer names (e.g. [\"fc1\", \"norm1\"]), or k "
+        "for the first k weighted layers with their norms.")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> InitSection:
@@ -95,6 +180,8 @@ class InitSection(Section):
             raise ValueError(f"init.a, init.b: got a={self.a}, b={self.b}, need a < b")
         if isinstance(self.gain, float) and self.gain <= 0:
             raise ValueError(f"init.gain: got {self.gain}, must be > 0 or \"auto\"")
+        if self.freeze and self.from_ is None:
+            raise ValueError("init.freeze: only applies when fine-tuning; set init.from to a run folder")
         return self
 
 
@@ -314,7 +401,7 @@ class Recipe(Section):
     name: str | None = _field(None, "Run name used in the default run folder (default: <source>-<model>).")
     seed: int = _field(0, "Seed of every random choice: split, init, shuffling, dropout.", ge=0)
     data: DataSection = DataSection()
-    model: MLPSection = MLPSection()
+    model: Model = MLPSection()
     init: InitSection = InitSection()
     loss: LossSection = LossSection()
     optimizer: Optimizer = AdamSection(kind="adam")
@@ -368,7 +455,7 @@ class Recipe(Section):
         return recipe
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
     def replace(self, **dotted: Any) -> Recipe:
         """A new recipe with dotted-key overrides applied (validated)."""
@@ -383,7 +470,7 @@ class Recipe(Section):
     def get(self, dotted: str) -> Any:
         node: Any = self
         for part in dotted.split("."):
-            node = getattr(node, part)
+            node = getattr(node, _keys(type(node)).get(part, part))
         return node
 
 
@@ -473,14 +560,15 @@ def _emit(model: BaseModel, data: dict[str, Any], header: str | None, comments: 
     if header:
         out.append(f"\n[{header}]")
     fields = type(model).model_fields
+    keys = _keys(type(model))
     nested = []
     # The tag of a tagged section comes first so the section reads as "kind = ..., its keys".
     for key, value in sorted(data.items(), key=lambda kv: kv[0] != "kind"):
-        sub = getattr(model, key)
+        sub = getattr(model, keys[key])
         if isinstance(sub, BaseModel):
             nested.append((key, sub, value))
             continue
-        doc = fields[key].description if comments else None
+        doc = fields[keys[key]].description if comments else None
         line = f"{key} = {_toml_value(value)}" if value is not None else f"# {key} =  (unset)"
         out.append(f"{line:<40} # {doc}" if doc else line)
     for key, sub, value in nested:
@@ -489,5 +577,5 @@ def _emit(model: BaseModel, data: dict[str, Any], header: str | None, comments: 
 
 def dump_toml(recipe: BaseModel, comments: bool = False) -> str:
     out: list[str] = []
-    _emit(recipe, recipe.model_dump(mode="json"), None, comments, out)
+    _emit(recipe, recipe.model_dump(mode="json", by_alias=True), None, comments, out)
     return "\n".join(out).lstrip("\n") + "\n"

@@ -10,6 +10,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 
+def field_keys(model: type[BaseModel]) -> dict[str, str]:
+    """Recipe key -> attribute name (they differ for keys that are Python keywords, like init.from)."""
+    return {info.alias or name: name for name, info in model.model_fields.items()}
+
+
 def section_members(info) -> tuple[type[BaseModel], ...]:
     """The section models a field accepts: one, or the members of a tagged union."""
     ann = info.annotation
@@ -59,19 +64,21 @@ def _dotted(root: type[BaseModel], loc: tuple) -> str:
 
 def _walk_unknown(model: type[BaseModel], raw: dict[str, Any], prefix: str, out: list[str],
                   siblings: tuple[type[BaseModel], ...] = ()) -> None:
+    keys = field_keys(model)
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
-        if key not in model.model_fields:
+        if key not in keys:
             out.append(f"{dotted}: unknown key; {_hint(key, model, prefix, siblings)}")
             continue
-        sub = _section_model(model, key, value)
+        name = keys[key]
+        sub = _section_model(model, name, value)
         if sub is not None and isinstance(value, dict):
-            members = section_members(model.model_fields[key])
+            members = section_members(model.model_fields[name])
             _walk_unknown(sub, value, f"{dotted}.", out, members if len(members) > 1 else ())
 
 
 def _hint(key: str, model: type[BaseModel], prefix: str, siblings: tuple[type[BaseModel], ...]) -> str:
-    valid = list(model.model_fields)
+    valid = list(field_keys(model))
     owners = [k for m in siblings if key in m.model_fields for k in get_args(m.model_fields["kind"].annotation)]
     if owners:
         return f"it belongs to kind {' / '.join(owners)}; valid keys here: " + ", ".join(valid)
@@ -90,10 +97,11 @@ def unknown_key_problems(root: type[BaseModel], raw: dict[str, Any]) -> list[str
 def drop_unknown(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
     """`raw` without the unknown keys (already reported), so pydantic reports only the rest."""
     out = {}
+    keys = field_keys(model)
     for key, value in raw.items():
-        if key not in model.model_fields:
+        if key not in keys:
             continue
-        sub = _section_model(model, key, value)
+        sub = _section_model(model, keys[key], value)
         out[key] = drop_unknown(sub, value) if sub is not None and isinstance(value, dict) else value
     return out
 

@@ -18,6 +18,7 @@ from .errors import RunDirError
 RECIPE = "recipe.toml"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+DATA_SCHEMA = "data.json"       # how rows are encoded and shaped, read back by `predict`
 CHECKPOINTS = "checkpoints"
 TMP_PREFIX = ".tmp-"
 

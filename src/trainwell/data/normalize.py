@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .whiten import PCAWhiten, PerChannel, ZCAWhiten
+
 
 class Identity:
     name = "none"
@@ -74,8 +76,10 @@ class MinMax:
         self.low, self.span = state["low"], state["span"]
 
 
-NORMALIZERS = {"none": Identity, "standard": Standardize, "minmax": MinMax}
+NORMALIZERS = {"none": Identity, "standard": Standardize, "minmax": MinMax, "per_channel": PerChannel,
+               "pca_whiten": PCAWhiten, "zca_whiten": ZCAWhiten}
 
 
-def make_normalizer(name: str):
-    return NORMALIZERS[name]()
+def make_normalizer(name: str, eps: float = 1e-5):
+    """A fresh normalizer; `eps` (data.whiten_eps) is used by the whitening ones."""
+    return NORMALIZERS[name](eps=eps) if name.endswith("_whiten") else NORMALIZERS[name]()

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .formats import FORMAT_READERS, SUFFIXES, read_path
+from .shapes import shapes
 
 # Integer targets with at most this many distinct values are taken as class labels.
 MAX_AUTO_CLASSES = 50
@@ -97,7 +99,9 @@ def polynomial(n_samples: int, noise: float, features: int, rng: np.random.Gener
     return x, y.astype(np.float32)
 
 
-SYNTHETIC = ("spirals", "moons", "circles", "teacher", "polynomial")
+SYNTHETIC = ("spirals", "moons", "circles", "teacher", "polynomial", "shapes")
+# Side of the `shapes` images when data.image_size is not set.
+SHAPES_SIZE = 16
 
 
 def _synthetic(name: str, section, seed: int):
@@ -111,46 +115,14 @@ def _synthetic(name: str, section, seed: int):
         return circles(n, noise, rng)
     if name == "teacher":
         return teacher(n, noise, section.features, section.classes, rng)
+    if name == "shapes":
+        return shapes(n, noise, section.shape_kinds, section.image_size or SHAPES_SIZE, section.channels, rng)
     return polynomial(n, noise, section.features, rng)
 
 
 # ------------------------------------------------------------------------------------- files
-def _read_csv(path: Path, target: str | None):
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, sep=None if path.suffix.lower() == ".tsv" else ",", engine="python"
-                            if path.suffix.lower() == ".tsv" else "c")
-    except Exception as exc:  # pandas raises many types for malformed files
-        raise DataError(f"{path}: cannot read as CSV ({exc.__class__.__name__}: {exc})") from None
-    if frame.shape[1] < 2:
-        raise DataError(f"{path}: needs at least one feature column and a target column")
-    target = target or frame.columns[-1]
-    if target not in frame.columns:
-        raise DataError(f"data.target: column {target!r} not in {path.name}; columns: "
-                        + ", ".join(map(str, frame.columns)))
-    y = frame.pop(target).to_numpy()
-    bad = [c for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
-    if bad:
-        raise DataError(f"{path}: non-numeric feature columns {bad}; encode them or drop them")
-    return frame.to_numpy(dtype=np.float32), y, tuple(map(str, frame.columns))
-
-
-def _read_npz(path: Path, target: str | None):
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            keys = list(arrays.keys())
-            ykey = target or "y"
-            if "x" not in keys or ykey not in keys:
-                raise DataError(f"{path}: an NPZ file must hold arrays 'x' and {ykey!r}; found {keys}")
-            return arrays["x"], arrays[ykey], ()
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read as NPZ ({exc.__class__.__name__}: {exc})") from None
-
-
-READERS = {".csv": _read_csv, ".tsv": _read_csv, ".npz": _read_npz}
+# Suffix -> reader(path, section, format); data/formats.py resolves folders, IDX and CIFAR names too.
+READERS = {suffix: FORMAT_READERS[fmt] for suffix, fmt in SUFFIXES.items()}
 
 
 # -------------------------------------------------------------------------------------- entry
@@ -204,13 +176,12 @@ def load_source(section, seed: int) -> Dataset:
         names = ()
     else:
         path = Path(source)
-        reader = READERS.get(path.suffix.lower())
-        if reader is None:
-            raise DataError(f"data.source: got {source!r}; expected one of "
-                            f"{', '.join(list(BUNDLED) + list(SYNTHETIC))} or a "
-                            f"{'/'.join(READERS)} file path")
-        if not path.is_file():
+        if not path.exists() and path.suffix.lower() in READERS:
             raise DataError(f"data.source: file {source!r} not found")
-        x, y, names = reader(path, section.target)
+        if not path.exists():
+            raise DataError(f"data.source: got {source!r}; expected one of "
+                            f"{', '.join(list(BUNDLED) + list(SYNTHETIC))} or an existing "
+                            f"{'/'.join(READERS)} file, IDX/CIFAR file or image folder")
+        x, y, names = read_path(path, section)
     return make_dataset(x, y, section.task, name=Path(source).stem if source not in BUNDLED else source,
                         feature_names=names)

@@ -10,6 +10,8 @@ from collections import OrderedDict
 
 from torch import nn
 
+from .layers import DropConnectLinear
+
 
 def activation_layer(name: str, negative_slope: float = 0.01) -> nn.Module:
     if name == "leaky_relu":
@@ -28,7 +30,9 @@ def build_mlp(section, in_shape: tuple[int, ...], out_features: int) -> nn.Seque
     width = in_features
     for i, h in enumerate(section.hidden, start=1):
         # A bias before batch norm is cancelled by its mean subtraction; drop it.
-        layers[f"fc{i}"] = nn.Linear(width, h, bias=section.norm != "batch")
+        bias = section.norm != "batch"
+        layers[f"fc{i}"] = (DropConnectLinear(width, h, section.dropconnect, bias=bias) if section.dropconnect
+                            else nn.Linear(width, h, bias=bias))
         if section.norm == "batch":
             layers[f"norm{i}"] = nn.BatchNorm1d(h)
         elif section.norm == "layer":

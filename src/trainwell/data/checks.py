@@ -1,0 +1,147 @@
+"""Data checks at load time: problems that stop the run (errors) and ones a person should know
+about (warnings, also recorded in metrics.json).
+
+Errors: NaN/inf features (unless data.nonfinite = "impute"), non-finite regression targets,
+labels outside the expected range. Warnings: a class absent from a split, constant features,
+rows shared between training and validation/test (leakage), class imbalance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+# A largest/smallest class ratio above this is reported as imbalance.
+IMBALANCE_RATIO = 3.0
+LISTED = 5   # how many offending columns/classes a message names before "..."
+
+
+class DataWarning(UserWarning):
+    """Something in the data worth a look that does not stop the run."""
+
+
+def _listed(items: list) -> str:
+    head = ", ".join(map(str, items[:LISTED]))
+    return head + (f", ... ({len(items)} in all)" if len(items) > LISTED else "")
+
+
+def _feature_name(j: int, names: tuple[str, ...]) -> str:
+    return repr(names[j]) if j < len(names) else str(j)
+
+
+# --------------------------------------------------------------------------------------- errors
+def check_label_range(labels: np.ndarray, n_classes: int, where: str) -> None:
+    """Class indices must lie in 0..n_classes-1."""
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        values = sorted({int(v) for v in labels[bad]})
+        raise DataError(f"{where}: {int(bad.sum())} labels outside the expected range 0..{n_classes - 1} "
+                        f"(values {_listed(values)}); the file is corrupt or not this format")
+
+
+def check_targets(y: np.ndarray, task: str, where: str) -> None:
+    if task == "regression" and not np.isfinite(y).all():
+        rows = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(1))
+        raise DataError(f"{where}: {len(rows)} targets are NaN or infinite (rows {_listed(rows.tolist())}); "
+                        "drop those rows")
+
+
+def nonfinite_features(x: np.ndarray, names: tuple[str, ...], where: str, policy: str) -> bool:
+    """True when some features are NaN/inf and policy is impute; raises when policy is error."""
+    finite = np.isfinite(x.reshape(len(x), -1))
+    if finite.all():
+        return False
+    if policy == "impute":
+        return True
+    rows = np.flatnonzero(~finite.all(1))
+    cols = np.flatnonzero(~finite.all(0))
+    raise DataError(f"{where}: {len(rows)} rows have NaN or infinite features (rows {_listed(rows.tolist())}; "
+                    f"features {_listed([_feature_name(j, names) for j in cols])}); clean them or set "
+                    "data.nonfinite = \"impute\"")
+
+
+# ------------------------------------------------------------------------------------ imputing
+def fit_imputer(x_train: torch.Tensor) -> torch.Tensor:
+    """Per-feature mean of the finite training values (0 for a feature with none)."""
+    finite = torch.isfinite(x_train)
+    total = torch.where(finite, x_train, torch.zeros_like(x_train)).double().sum(0)
+    count = finite.sum(0)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total)).float()
+
+
+def impute(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, values.expand_as(x))
+
+
+# ------------------------------------------------------------------------------------- warnings
+def absent_classes(y: np.ndarray, classes: tuple[str, ...], splits: dict[str, np.ndarray]) -> list[str]:
+    out = []
+    for split, idx in splits.items():
+        if len(idx) == 0:
+            continue
+        missing = sorted(set(range(len(classes))) - set(np.unique(y[idx]).tolist()))
+        if missing:
+            out.append(f"class {_listed([classes[c] for c in missing])} has no rows in the {split} split; "
+                       + ("the model cannot learn it" if split == "train" else "its metrics will not cover it")
+                       + " (give more rows of that class or change data.split)")
+    return out
+
+
+def constant_features(x_train: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    flat = x_train.reshape(len(x_train), -1)
+    const = np.flatnonzero((flat == flat[:1]).all(0)) if len(flat) > 1 else np.array([], int)
+    if len(const) == 0:
+        return []
+    return [f"{len(const)} of {flat.shape[1]} features are constant in the training split "
+            f"({_listed([_feature_name(j, names) for j in const])}); they carry no information"]
+
+
+def _row_keys(x: np.ndarray) -> list[bytes]:
+    """A 16-byte digest per row: exact-duplicate detection without holding every row as bytes."""
+    flat = np.ascontiguousarray(x.reshape(len(x), -1))
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+
+
+def shared_rows(x: np.ndarray, splits: dict[str, np.ndarray]) -> list[str]:
+    """Exact duplicate feature rows between training and the evaluation splits: a leak."""
+    train = set(_row_keys(x[splits["train"]]))
+    out = []
+    for split in ("val", "test"):
+        idx = splits.get(split, np.array([], int))
+        if len(idx) == 0:
+            continue
+        count = sum(key in train for key in _row_keys(x[idx]))
+        if count:
+            out.append(f"leakage: {count} of {len(idx)} {split} rows are exact duplicates of training rows; "
+                       f"the {split} score overstates generalization (deduplicate the data)")
+    return out
+
+
+def class_imbalance(y: np.ndarray, classes: tuple[str, ...]) -> list[str]:
+    counts = np.bincount(y, minlength=len(classes))
+    present = counts[counts > 0]
+    if len(present) < 2 or present.max() <= IMBALANCE_RATIO * present.min():
+        return []
+    ratio = present.max() / present.min()
+    shares = ", ".join(f"{classes[c]}: {counts[c]} ({counts[c] / counts.sum():.1%})"
+                       for c in np.argsort(-counts)[:2 * LISTED])
+    return [f"class imbalance: the largest class has {ratio:.1f}x the rows of the smallest ({shares}); "
+            "watch f1 rather than accuracy"]
+
+
+def split_warnings(ds, splits: dict[str, np.ndarray]) -> list[str]:
+    """Every warning about a loaded, split dataset (ds: a sources.Dataset)."""
+    found = constant_features(ds.x[splits["train"]], ds.feature_names) + shared_rows(ds.x, splits)
+    if ds.task != "regression":
+        found = class_imbalance(ds.y, ds.classes) + absent_classes(ds.y, ds.classes, splits) + found
+    return found
+
+
+def emit(messages: list[str]) -> None:
+    for msg in messages:
+        warnings.warn(msg, DataWarning, stacklevel=3)

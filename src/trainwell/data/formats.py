@@ -1,0 +1,294 @@
+"""Local file formats: every reader returns (features, targets, feature names) from disk.
+
+Tables (CSV, TSV, Parquet) keep numeric columns and one-hot encode string columns (or reject
+them); arrays come from NPY/NPZ; images from MNIST's IDX format, CIFAR-10/100's binary format
+(fixed-size records, never the pickled python version) or a folder with one sub-folder per
+class. Images are returned as float32 (N, C, H, W) in [0, 1]. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .checks import check_label_range
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+CIFAR_PIXELS = 3 * 32 * 32
+# Bytes before the pixels of one record: the label (CIFAR-10) or coarse + fine labels (CIFAR-100).
+CIFAR_LABEL_BYTES = {"cifar10": 1, "cifar100": 2}
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+# ------------------------------------------------------------------------------------- tables
+def _read_frame(path: Path, fmt: str):
+    import pandas as pd
+
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+    except Exception as exc:  # pandas/pyarrow raise many types for malformed files
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({exc.__class__.__name__}: {exc})") from None
+
+
+def _is_numeric(column) -> bool:
+    return column.dtype.kind in "biuf"
+
+
+def feature_columns(frame, categorical: str, max_categories: int, path: Path) -> tuple[str, ...]:
+    """Names of the encoded features: numeric columns as they are, string columns as `col=level`."""
+    names: list[str] = []
+    for col in frame.columns:
+        column = frame[col]
+        if _is_numeric(column):
+            names.append(str(col))
+            continue
+        if categorical == "error":
+            raise DataError(f"{path}: column {col!r} holds strings; encode it as numbers, drop it, or set "
+                            "data.categorical = \"onehot\"")
+        levels = sorted({str(v) for v in column.dropna()})
+        if len(levels) > max_categories:
+            raise DataError(f"{path}: column {col!r} has {len(levels)} distinct strings (more than "
+                            f"data.max_categories = {max_categories}); drop it if it is an identifier, or "
+                            "raise data.max_categories")
+        names += [f"{col}={level}" for level in levels]
+    return tuple(names)
+
+
+def encode_features(frame, names: tuple[str, ...], path: Path | str) -> np.ndarray:
+    """The float32 matrix of `names` from `frame`; a `col=level` name is that level's 0/1 indicator.
+
+    Used for training and for prediction, so new rows get exactly the training columns (a level
+    unseen in training encodes as all zeros)."""
+    out = np.empty((len(frame), len(names)), dtype=np.float32)
+    missing = []
+    for j, name in enumerate(names):
+        col, sep, level = name.partition("=")
+        if name in frame.columns and _is_numeric(frame[name]):
+            out[:, j] = frame[name].to_numpy(dtype=np.float32, na_value=np.nan)
+        elif name in frame.columns:
+            raise DataError(f"{path}: column {name!r} must be numeric, got strings such as "
+                            f"{str(frame[name].dropna().iloc[0])!r}")
+        elif sep and col in frame.columns:
+            out[:, j] = (frame[col].astype(str) == level).to_numpy(dtype=np.float32)
+        else:
+            missing.append(col if sep else name)
+    if missing:
+        raise DataError(f"{path}: missing feature columns {sorted(set(missing))}")
+    return out
+
+
+def read_table(path: Path, section, fmt: str):
+    frame = _read_frame(path, fmt)
+    if frame.shape[1] < 2:
+        raise DataError(f"{path}: needs at least one feature column and a target column")
+    target = section.target or frame.columns[-1]
+    if target not in frame.columns:
+        raise DataError(f"data.target: column {target!r} not in {path.name}; columns: "
+                        + ", ".join(map(str, frame.columns)))
+    y = frame.pop(target).to_numpy()
+    if y.dtype == object:
+        y = y.astype(str)
+    names = feature_columns(frame, section.categorical, section.max_categories, path)
+    return encode_features(frame, names, path), y, names
+
+
+# ------------------------------------------------------------------------------------- arrays
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as NPY ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_npy(path: Path, section, fmt: str = "npy"):
+    """An NPY array of features; labels in the file `data.target` names, else its last column."""
+    x = _load_npy(path)
+    target = section.target
+    if target is not None and target.endswith(".npy"):
+        labels = Path(target)
+        if not labels.is_file() and (path.parent / target).is_file():
+            labels = path.parent / target
+        if not labels.is_file():
+            raise DataError(f"data.target: labels file {target!r} not found")
+        return x, _load_npy(labels), ()
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise DataError(f"{path}: got an array of shape {x.shape}; without a labels file (data.target = "
+                        "\"labels.npy\") an NPY source must be 2-D with the target in a column")
+    try:
+        col = int(target) if target is not None else x.shape[1] - 1
+    except ValueError:
+        raise DataError(f"data.target: got {target!r}; for an NPY source give a column index or a labels "
+                        ".npy file") from None
+    if not -x.shape[1] <= col < x.shape[1]:
+        raise DataError(f"data.target: column {col} out of range for {x.shape[1]} columns")
+    return np.delete(x, col, axis=1), x[:, col], ()
+
+
+def read_npz(path: Path, section, fmt: str = "npz"):
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            keys = list(arrays.keys())
+            ykey = section.target or "y"
+            if "x" not in keys or ykey not in keys:
+                raise DataError(f"{path}: an NPZ file must hold arrays 'x' and {ykey!r}; found {keys}")
+            return arrays["x"], arrays[ykey], ()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as NPZ ({exc.__class__.__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------------------------------- IDX
+def _raw_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: corrupt gzip file ({exc})") from None
+    return data
+
+
+def read_idx_array(path: Path) -> np.ndarray:
+    """One IDX file (raw or gzip): magic 0 0 <dtype> <ndim>, big-endian uint32 dims, then the data."""
+    data = _raw_bytes(path)
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = data[3]
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    dtype = np.dtype(IDX_DTYPES[data[2]])
+    count = int(np.prod(dims)) if dims else 0
+    offset = 4 + 4 * ndim
+    if len(data) - offset != count * dtype.itemsize:
+        raise DataError(f"{path}: IDX header says {dims} but the file holds {len(data) - offset} data bytes")
+    return np.frombuffer(data, dtype, count, offset).reshape(dims)
+
+
+def idx_labels_path(images: Path) -> Path:
+    """The labels file next to an images file, by MNIST's naming (train-images-idx3 -> train-labels-idx1)."""
+    name = images.name.replace("images-idx3", "labels-idx1").replace("images", "labels")
+    return images.with_name(name)
+
+
+def read_idx(path: Path, section, fmt: str = "idx"):
+    images = read_idx_array(path)
+    labels_path = Path(section.target) if section.target else idx_labels_path(path)
+    if labels_path == path or not labels_path.is_file():
+        raise DataError(f"data.target: IDX labels file {str(labels_path)!r} not found; name it with "
+                        "data.target")
+    labels = read_idx_array(labels_path)
+    if images.ndim not in (3, 4) or labels.ndim != 1:
+        raise DataError(f"{path}: expected images (N, H, W) and labels (N,), got {images.shape} and "
+                        f"{labels.shape}")
+    x = images.astype(np.float32)
+    if images.dtype == np.uint8:
+        x /= 255.0
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return x, labels.astype(np.int64), ()
+
+
+# -------------------------------------------------------------------------------------- CIFAR
+def cifar_kind(path: Path) -> str:
+    """cifar10 or cifar100 from the record size (3073 or 3074 bytes); ambiguous sizes need data.format."""
+    size = path.stat().st_size
+    kinds = [k for k, b in CIFAR_LABEL_BYTES.items() if size and size % (b + CIFAR_PIXELS) == 0]
+    if len(kinds) != 1:
+        raise DataError(f"{path}: {size} bytes is {'not' if not kinds else 'ambiguously'} a whole number of "
+                        "CIFAR records (3073 bytes for CIFAR-10, 3074 for CIFAR-100); set data.format")
+    return kinds[0]
+
+
+def read_cifar(path: Path, section, fmt: str):
+    head = CIFAR_LABEL_BYTES[fmt]
+    data = np.frombuffer(path.read_bytes(), np.uint8)
+    if data.size == 0 or data.size % (head + CIFAR_PIXELS):
+        raise DataError(f"{path}: {data.size} bytes is not a whole number of {fmt} records "
+                        f"({head + CIFAR_PIXELS} bytes each)")
+    records = data.reshape(-1, head + CIFAR_PIXELS)
+    level = section.target or "fine"
+    if fmt == "cifar100" and level not in ("fine", "coarse"):
+        raise DataError(f"data.target: got {level!r}; a CIFAR-100 source has labels \"fine\" or \"coarse\"")
+    labels = records[:, 0 if fmt == "cifar10" or level == "coarse" else 1].astype(np.int64)
+    n_classes = 10 if fmt == "cifar10" else (20 if level == "coarse" else 100)
+    check_label_range(labels, n_classes, str(path))
+    x = records[:, head:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+    return x, labels, ()
+
+
+# ------------------------------------------------------------------------------- image folder
+def _load_image(file: Path, mode: str, size: int | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as img:
+            img = img.convert(mode)
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{file}: cannot read as an image ({exc})") from None
+
+
+def read_image_folder(path: Path, section, fmt: str = "image_folder"):
+    classes = sorted(p for p in path.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{path}: an image folder needs one sub-folder per class (at least 2), found "
+                        f"{len(classes)}")
+    mode = "RGB" if section.channels == 3 else "L"
+    images, labels = [], []
+    for folder in classes:
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            images.append(_load_image(file, mode, section.image_size))
+            labels.append(folder.name)
+    sizes = {im.shape[:2] for im in images}
+    if len(sizes) > 1:
+        raise DataError(f"{path}: images have different sizes {sorted(sizes)[:4]}; set data.image_size to "
+                        "resize them to one size")
+    x = np.stack(images)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x), np.array(labels), ()
+
+
+# ------------------------------------------------------------------------------------ dispatch
+FORMAT_READERS = {"csv": read_table, "tsv": read_table, "parquet": read_table, "npy": read_npy,
+                  "npz": read_npz, "idx": read_idx, "cifar10": read_cifar, "cifar100": read_cifar,
+                  "image_folder": read_image_folder}
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy",
+            ".npz": "npz", ".idx": "idx"}
+
+
+def detect_format(path: Path) -> str | None:
+    """The format of a path from its name (and a .bin file's size); None when it cannot tell."""
+    if path.is_dir():
+        return "image_folder"
+    name = path.name.lower().removesuffix(".gz")
+    suffix = Path(name).suffix
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    if "idx1-ubyte" in name or "idx3-ubyte" in name or "-ubyte" in name:
+        return "idx"
+    if suffix == ".bin" and path.is_file():
+        return cifar_kind(path)
+    return None
+
+
+def read_path(path: Path, section) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Read a local file or folder as (x, y, feature names), by data.format or its name."""
+    if not path.exists():
+        raise DataError(f"data.source: file {str(path)!r} not found")
+    fmt = section.format if section.format != "auto" else detect_format(path)
+    if fmt is None:
+        raise DataError(f"data.source: cannot tell the format of {str(path)!r}; name it .csv/.tsv/.parquet/"
+                        ".npy/.npz/-idx3-ubyte[.gz]/.bin, or set data.format")
+    if (fmt == "image_folder") != path.is_dir():
+        raise DataError(f"data.source: {str(path)!r} is {'a folder' if path.is_dir() else 'a file'}, but "
+                        f"data.format {fmt!r} needs {'a folder' if fmt == 'image_folder' else 'a file'}")
+    return FORMAT_READERS[fmt](path, section, fmt)

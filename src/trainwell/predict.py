@@ -1,0 +1,131 @@
+"""`trainwell predict RUN_DIR DATA`: the run's best model on new rows.
+
+New rows are encoded exactly like the training rows (data.json: feature columns, one-hot
+levels, input shape), then imputed and normalized with the statistics saved in the checkpoint
+(fitted on the training split), then passed through the best weights. Classification gives the
+predicted label and one probability column per class; regression gives the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, unprefixed
+from .data.checks import impute
+from .data.formats import SUFFIXES, encode_features
+from .data.normalize import make_normalizer
+from .errors import DataError, RunDirError
+from .losses import LogSoftmaxHead, output_size
+from .models import build_model
+from .recipe import Recipe, load_recipe
+from .rundir import CHECKPOINTS, DATA_SCHEMA, RECIPE
+
+
+def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(model weights, saved data statistics) of the best checkpoint, else of the last one."""
+    for name, prefix in (("best.safetensors", "model"), ("last.safetensors", "best"),
+                         ("last.safetensors", "model")):
+        path = run_dir / CHECKPOINTS / name
+        if path.is_file():
+            tensors, _ = load_checkpoint(path)
+            if unprefixed(prefix, tensors):
+                return unprefixed(prefix, tensors), tensors
+    raise RunDirError(f"{run_dir}: no checkpoint in {CHECKPOINTS}/; predict needs a finished run")
+
+
+def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
+    """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / DATA_SCHEMA).is_file():
+        raise RunDirError(f"{run_dir}: no {DATA_SCHEMA}; not a trainwell run folder (or made by an older "
+                          "version)")
+    schema = json.loads((run_dir / DATA_SCHEMA).read_text())
+    recipe = load_recipe(run_dir / RECIPE)
+    weights, tensors = _checkpoint(run_dir)
+    shape = tuple(schema["input_shape"])
+    model = build_model(recipe.model, shape, output_size(schema["loss"], schema["task"], schema["n_outputs"]))
+    if schema["loss"] == "nll":
+        model.add_module("log_softmax", LogSoftmaxHead())
+    model.load_state_dict(weights)
+    model.eval()
+    normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)
+    normalizer.load_state_dict(unprefixed("normalizer", tensors))
+    return recipe, model, normalizer, tensors.get("impute.values"), schema
+
+
+def read_rows(path: str | Path, schema: dict[str, Any], target: str | None) -> np.ndarray:
+    """Features of a CSV/TSV/Parquet/NPY/NPZ file, shaped like the training rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    fmt = SUFFIXES.get(path.suffix.lower())
+    shape = tuple(schema["input_shape"])
+    if fmt in ("csv", "tsv", "parquet"):
+        from .data.formats import _read_frame
+
+        frame = _read_frame(path, fmt)
+        names = tuple(schema["feature_names"])
+        if not names:   # trained on arrays: every column but the target is a feature
+            extra = frame.shape[1] - math.prod(shape)
+            names = tuple(c for c in frame.columns if c != (target or frame.columns[-1]) or extra <= 0)
+        x = encode_features(frame, names, path)
+    elif fmt == "npy":
+        x = np.load(path, allow_pickle=False)
+    elif fmt == "npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise DataError(f"{path}: an NPZ file to predict must hold an array 'x'; found {list(arrays)}")
+            x = arrays["x"]
+    else:
+        raise DataError(f"{path}: predict reads .csv/.tsv/.parquet/.npy/.npz files")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1 or math.prod(x.shape[1:]) != math.prod(shape):
+        raise DataError(f"{path}: rows of shape {tuple(x.shape[1:])}, the model was trained on rows of shape "
+                        f"{shape}")
+    return x.reshape(len(x), *shape)
+
+
+@torch.inference_mode()
+def predict(run_dir: str | Path, data: str | Path | np.ndarray):
+    """A pandas DataFrame: `prediction` and, for classification, `prob_<class>` per class."""
+    import pandas as pd
+
+    recipe, model, normalizer, impute_values, schema = load_run(run_dir)
+    x = data if isinstance(data, np.ndarray) else read_rows(data, schema, recipe.data.target)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if impute_values is not None:
+        xt = impute(xt, impute_values)
+    elif not bool(torch.isfinite(xt).all()):
+        raise DataError("predict: the rows hold NaN or infinite features and the run was trained with "
+                        "data.nonfinite = \"error\"; clean them")
+    out = torch.cat([model(normalizer.transform(xt[i:i + 2048])) for i in range(0, len(xt), 2048)])
+    if schema["task"] == "regression":
+        values = out.reshape(len(out), -1).numpy()
+        cols = ["prediction"] if values.shape[1] == 1 else [f"prediction_{k}" for k in range(values.shape[1])]
+        return pd.DataFrame(values, columns=cols)
+    classes = schema["classes"]
+    probs = class_probabilities(out, schema["loss"]).numpy()
+    frame = pd.DataFrame({"prediction": np.asarray(classes, dtype=object)[probs.argmax(1)]})
+    prefix = "score" if schema["loss"] == "hinge" else "prob"
+    for k, name in enumerate(classes):
+        frame[f"{prefix}_{name}"] = probs[:, k]
+    return frame
+
+
+def class_probabilities(out: torch.Tensor, loss: str) -> torch.Tensor:
+    """Class probabilities from the head's outputs (hinge: its raw scores, which are not probabilities)."""
+    if out.shape[1] == 1:                      # binary cross-entropy: one logit for class 1
+        p = torch.sigmoid(out)
+        return torch.cat([1 - p, p], 1)
+    if loss == "nll":                          # the head ends in log_softmax
+        return out.exp()
+    if loss == "hinge":
+        return out
+    return F.softmax(out, 1)
