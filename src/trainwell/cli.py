@@ -24,6 +24,14 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    from .recipe import parse_overrides
+    from .resuming import resume
+
+    resume(args.run_dir, quiet=args.quiet, **parse_overrides(args.set))
+    return 0
+
+
 def _recipe(args: argparse.Namespace) -> int:
     from .recipe import load_recipe, parse_overrides
 
@@ -82,7 +90,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "fit": _fit, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict, "data": _data,
+    "fit": _fit, "resume": _resume, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict, "data": _data,
 }
 
 
@@ -97,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default runs/<time>-<name>)")
     f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     f.add_argument("--force", action="store_true", help="reuse a folder that holds a finished run")
+
+    rs = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    rs.add_argument("run_dir", help="run folder of the interrupted run")
+    rs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a key that may change on resume, e.g. train.epochs (see docs/resume.md)")
+    rs.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     r = sub.add_parser("recipe", help="print the resolved recipe: every key with its default")
     r.add_argument("recipe", nargs="?", help="recipe TOML file to resolve (default: the built-in recipe)")
@@ -137,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainwellError as exc:
         print(f"trainwell: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("trainwell: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:      # errors.Interrupted says where it stopped and how to resume
+        print(f"trainwell: {exc or 'interrupted'}", file=sys.stderr)
         return 130
 
 
