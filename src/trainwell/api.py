@@ -209,7 +209,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
 
     from .watch.session import WatchSession
     watch = WatchSession(recipe, run_dir)
-    callbacks = [*(callbacks or []), *watch.callbacks()]
+    finisher = _finisher(recipe)          # ensemble, snapshots, SWA or EMA: decides the returned model
+    callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
     from .progress import ProgressBar
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
@@ -230,6 +231,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     }
     if tuned is not None:
         metrics["finetune"] = tuned
+    if finisher is not None:
+        net = _conclude(finisher, trainer, prepared, metrics, run_dir, saved)
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -238,6 +241,36 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     findings = watch.finish(trainer, prepared, metrics, quiet)
     return Run(run_dir, recipe, net, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
+
+
+def _finisher(recipe: Recipe):
+    from .averaging import WeightAveraging
+
+    return WeightAveraging.from_recipe(recipe)
+
+
+def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str, Any], run_dir: Path | None,
+              saved: dict[str, torch.Tensor]) -> nn.Module:
+    """Let the finisher build its model; when it gives one, that model is the run's (metrics, facts, predict)
+    and the plain model is reported next to it."""
+    def save(name: str, model: nn.Module, meta: dict[str, Any]) -> str | None:
+        if run_dir is None:
+            return None
+        from .checkpoint import save_checkpoint
+        from .rundir import CHECKPOINTS
+
+        save_checkpoint(run_dir / CHECKPOINTS / name, {**prefixed("model", model.state_dict()), **saved}, meta)
+        return f"{CHECKPOINTS}/{name}"
+
+    final, section = finisher.conclude(trainer, prepared, save)
+    metrics[section["kind"]] = section
+    metrics["model"] = "plain"
+    if final is None:
+        return trainer.model
+    metrics["plain"] = {"val": metrics["val"], "test": metrics["test"]}
+    metrics.update(model=section["kind"], val=section["val"], test=section["test"])
+    trainer.model = final        # the doctor's facts (suspects, confusion) are about the returned model
+    return final
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
@@ -268,6 +301,8 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
     con.print(f"stopped at epoch {metrics['stopped_epoch']} ({metrics['stop_reason']}), "
               f"best epoch {metrics['best_epoch']}")
     if test:
-        con.print(f"[bold]test[/bold]  {test}")
+        con.print(f"[bold]test[/bold]  {test}" + (f"  ({metrics['model']} model)" if "plain" in metrics else ""))
+    if "plain" in metrics and metrics["plain"]["test"]:
+        con.print("plain model test  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["plain"]["test"].items()))
     if run_dir is not None:
         con.print(f"run folder: {run_dir}")
