@@ -45,6 +45,8 @@ def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch
 def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
     """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run folder not found; give the folder `trainwell fit` wrote (--out)")
     if not (run_dir / DATA_SCHEMA).is_file():
         raise RunDirError(f"{run_dir}: no {DATA_SCHEMA}; not a trainwell run folder (or made by an older "
                           "version)")
