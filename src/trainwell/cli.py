@@ -6,7 +6,9 @@ Exit codes: 0 success; 2 bad input (one line on stderr, no traceback); 130 inter
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _warnings_as_lines()
+    previous = _sigterm_as_interrupt()
     try:
         return COMMANDS[args.command](args)
     except TrainwellError as exc:
@@ -177,6 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:      # errors.Interrupted says where it stopped and how to resume
         print(f"trainwell: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, job schedulers) ends a command like Ctrl-C: one line, exit 130. During training
+    the loop's own handler takes over and saves a checkpoint first (interrupts.py)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _warnings_as_lines() -> None:

@@ -49,6 +49,8 @@ from .optim import apply_decoupled_decay, split_parameters
 from .rundir import BEST, CHECKPOINTS, HISTORY, LAST, atomic_write_text, history_csv
 from .runstate import EpochCursor, LoopState
 
+GOOD_STATES = 3       # rollback policy: good states kept in memory (each one model + optimizer state)
+
 __all__ = ["Callback", "EpochCursor", "LoopState", "SplitTensors", "Trainer"]
 
 
@@ -115,12 +117,13 @@ class Trainer:
         self.guard = NonFiniteGuard.from_section(recipe.watch)
         self.interrupts: InterruptFlag | None = None      # set while fit runs
         self.data_fingerprint: str | None = None
-        self._good: bytes | None = None                   # last good state, serialized (rollback policy)
+        self._good: list[bytes] = []                      # last good states, serialized (rollback policy)
         c = recipe.checkpoint
         self._every_seconds = c.every_minutes * 60 or math.inf
         self._saves_mid_epoch = bool(c.every_steps or c.every_minutes) and (
             run_dir is not None or self.guard.keeps_snapshots)
         self._next_save = math.inf
+        self._fault = False
         self._set_lr()
 
     # ------------------------------------------------------------------------------ LR control
@@ -165,10 +168,11 @@ class Trainer:
             st.cursor = self._new_cursor()
         cur = st.cursor
         self.model.train()
+        self._fault = False            # set by a replay that meets a second non-finite batch
         n_batches = cur.n_batches(self.batch_size)
-        while cur.batch < n_batches:
-            self._train_batch(cur, n_batches)
-            if cur.pending == 0 and cur.batch < n_batches and self._save_due() and not self._save_mid_epoch():
+        while cur.batch < n_batches and not self._fault:
+            stepped = self._train_batch(cur, n_batches)
+            if stepped and cur.batch < n_batches and self._save_due() and not self._save_mid_epoch():
                 break                  # non-finite: the epoch ends here and the guard decides
             if self.progress is not None:
                 self.progress.advance_batch()
@@ -177,7 +181,9 @@ class Trainer:
         st.cursor = None
         return self._epoch_summary(cur)
 
-    def _train_batch(self, cur: EpochCursor, n_batches: int) -> None:
+    def _train_batch(self, cur: EpochCursor, n_batches: int) -> bool:
+        """One batch forward and backward, and the optimizer step when it closes an accumulation
+        group; returns whether a step was taken."""
         data, reg = self.train_data, self.recipe.regularization
         start = cur.batch * self.batch_size
         idx = cur.perm[start:start + self.batch_size]
@@ -190,8 +196,9 @@ class Trainer:
         if cur.preds is not None:
             cur.preds[start:start + len(idx)] = M.predictions(out.detach(), self.task)
         if self.guard.careful and not all_finite([loss]):     # replay after a rollback: skip the bad batch
+            if not self.guard.may_skip("skip_batch", epoch=self.state.epoch + 1, batch=cur.batch):
+                self._fault = True
             cur.skipped_rows += len(idx)
-            self.guard.record("skip_batch", epoch=self.state.epoch + 1, batch=cur.batch)
         else:
             total = loss
             if reg.l2:
@@ -201,12 +208,15 @@ class Trainer:
             (total / self.accumulate if self.accumulate > 1 else total).backward()
             cur.loss_sum += loss.detach() * len(idx)
             cur.pending += 1
-        if cur.pending and (cur.pending == self.accumulate or cur.batch == n_batches):
-            norm = self._step()
-            if norm is not None:
-                cur.norm_sum += norm
-                cur.n_steps += 1
-            cur.pending = 0
+        if not cur.pending or (cur.pending < self.accumulate and cur.batch < n_batches):
+            return False
+        norm = self._step()
+        cur.pending = 0
+        if norm is None:
+            return False
+        cur.norm_sum += norm
+        cur.n_steps += 1
+        return True
 
     def _step(self) -> torch.Tensor | None:
         t = self.recipe.train
@@ -214,7 +224,8 @@ class Trainer:
         norm = torch.nn.utils.get_total_norm(grads)
         if self.guard.careful and not all_finite([norm]):
             self.optimizer.zero_grad(set_to_none=True)
-            self.guard.record("skip_step", epoch=self.state.epoch + 1, step=self.state.step)
+            if not self.guard.may_skip("skip_step", epoch=self.state.epoch + 1, step=self.state.step):
+                self._fault = True
             return None
         if t.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.params, t.clip_value)
@@ -266,8 +277,8 @@ class Trainer:
             cb.fit_start(self)
         if self.progress is not None:
             self.progress.start(t.epochs, self.batches_per_epoch, initial_epoch=st.epoch)
-        if self.guard.keeps_snapshots and self._good is None:
-            self._good = ckpt.encode(*self.state_dict(), "the initial state")
+        if self.guard.keeps_snapshots and not self._good:
+            self._good = [ckpt.encode(*self.state_dict(), "the initial state")]
         self._next_save = time.monotonic() + self._every_seconds
         try:
             with InterruptFlag() as self.interrupts:
@@ -291,7 +302,7 @@ class Trainer:
             cb.epoch_start(self)
         tic = time.perf_counter()
         train_row = self.train_epoch()
-        healthy = (math.isfinite(train_row["train_loss"]) and math.isfinite(train_row["grad_norm"])
+        healthy = (not self._fault and math.isfinite(train_row["train_loss"]) and math.isfinite(train_row["grad_norm"])
                    and all_finite(self._weights()))
         if not healthy and self.guard.decide() == "rollback":
             self._rollback()
@@ -307,7 +318,7 @@ class Trainer:
         st.epoch += 1
         st.history.append(row)
         if healthy:
-            self.guard.careful = False
+            self.guard.passed()
             self._decide(row)
         else:      # the last good checkpoint stays; nothing non-finite is ever written
             self.guard.record("stop", epoch=st.epoch, step=st.step)
@@ -348,10 +359,13 @@ class Trainer:
         return [t for t in self.model.state_dict().values() if t.is_floating_point()]
 
     def _rollback(self) -> None:
-        """Back to the last good state with a smaller LR; the guard keeps its own record."""
+        """Back to the last good state with a smaller LR; the guard keeps its own record. When the
+        replay from that state failed too, it was finite but already diverging: go one further back."""
+        if self.guard.consecutive and len(self._good) > 1:
+            self._good.pop()
         where = {"epoch": self.state.epoch + 1, "at_step": self.state.step}
         guard = self.guard.state_dict()
-        self.load_state_dict(*ckpt.decode(self._good, "the last good state"))
+        self.load_state_dict(*ckpt.decode(self._good[-1], "the last good state"))
         self.guard.load_state_dict(guard)
         self.guard.rolled_back(**where, to_step=self.state.step)
         self._set_lr()
@@ -391,7 +405,7 @@ class Trainer:
         cur = self.state.cursor
         if not all_finite([cur.loss_sum, cur.norm_sum, *self._weights()]):
             return False
-        self.guard.careful = False
+        self.guard.passed()
         self._write_state(best=False)
         return True
 
@@ -404,7 +418,7 @@ class Trainer:
         if want_last or self.guard.keeps_snapshots:
             data = ckpt.encode(*self.state_dict(), LAST)
             if self.guard.keeps_snapshots:
-                self._good = data
+                self._good = [*self._good[-(GOOD_STATES - 1):], data]
             if want_last:
                 files[LAST] = data
         if best and self.run_dir is not None:

@@ -11,7 +11,9 @@ Policies (`watch.on_nan`):
   checkpoint with non-finite weights is written.
 - "rollback": restore the last good state, multiply the LR by `watch.nan_lr_factor`, and replay
   carefully: until the next good boundary each batch's loss and each step's gradient norm are
-  checked (one host sync each), and a non-finite one is skipped. At most `watch.nan_retries`
+  checked (one host sync each), and the first non-finite one is skipped. A finite state can
+  already be on its way to overflow: a second non-finite batch in the same replay rolls back
+  again, one saved state further back (the loop keeps the last few good states in memory). At most `watch.nan_retries`
   rollbacks; then the run stops as with "stop". Every rollback and skip is an event recorded in
   metrics.json, and the history gains a `nan_rollbacks` column (rollbacks so far).
 """
@@ -38,6 +40,8 @@ class NonFiniteGuard:
         self.rollbacks = 0
         self.lr_scale = 1.0              # product of lr_factor over the rollbacks so far
         self.careful = False             # replaying after a rollback: check every batch
+        self.consecutive = 0             # rollbacks since the last good boundary
+        self.skipped = 0                 # batches skipped since the last rollback
         self.events: list[dict[str, Any]] = []
 
     @classmethod
@@ -55,8 +59,21 @@ class NonFiniteGuard:
             return "rollback"
         return "stop"
 
+    def passed(self) -> None:
+        """A boundary found everything finite: the replay (if any) is over."""
+        self.careful, self.consecutive = False, 0
+
+    def may_skip(self, action: str, **where: Any) -> bool:
+        """In a replay, a non-finite batch or step: skip it if it is the first one, else roll back."""
+        self.skipped += 1
+        if self.skipped == 1:
+            self.record(action, **where)
+        return self.skipped == 1
+
     def rolled_back(self, **where: Any) -> None:
+        self.skipped = 0
         self.rollbacks += 1
+        self.consecutive += 1
         self.lr_scale *= self.lr_factor
         self.careful = True
         self.record("rollback", lr_scale=self.lr_scale, **where)
@@ -66,8 +83,9 @@ class NonFiniteGuard:
 
     def state_dict(self) -> dict[str, Any]:
         return {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale, "careful": self.careful,
-                "events": list(self.events)}
+                "consecutive": self.consecutive, "skipped": self.skipped, "events": list(self.events)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rollbacks, self.lr_scale = state["rollbacks"], state["lr_scale"]
-        self.careful, self.events = state["careful"], list(state["events"])
+        self.careful, self.consecutive, self.skipped = state["careful"], state["consecutive"], state["skipped"]
+        self.events = list(state["events"])
