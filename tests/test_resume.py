@@ -213,7 +213,6 @@ def interrupted(reference, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change, expected", [
     ({"model.hidden": [32, 16]}, "model.hidden: [32, 32] -> [32, 16]"),
-    ({"optimizer.kind": "sgd"}, 'optimizer.kind: "adam" -> "sgd"'),
     ({"data.n_samples": 500}, "data.n_samples: 400 -> 500"),
     ({"train.batch_size": 8, "seed": 3}, "2 key(s)"),
 ])
@@ -223,15 +222,26 @@ def test_a_changed_recipe_is_refused_with_the_differences(interrupted, change, e
     assert expected in str(info.value) and "\n" not in str(info.value)
 
 
+def test_an_edited_recipe_toml_with_another_optimizer_is_refused(interrupted):
+    raw = tw.load_recipe(interrupted / "recipe.toml").to_dict()
+    raw["optimizer"] = {"kind": "sgd", "lr": 0.1}
+    (interrupted / "recipe.toml").write_text(tw.Recipe.from_dict(raw).to_toml())
+    with pytest.raises(RunDirError) as info:
+        tw.resume(interrupted, quiet=True)
+    assert 'optimizer.kind: "adam" -> "sgd"' in str(info.value) and 'optimizer.betas: [0.9, 0.999] -> (absent)' \
+        in str(info.value)
+
+
 def test_changed_data_is_refused(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(120, 4)).astype(np.float32), rng.integers(0, 2, 120)
     out = tmp_path / "run"
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
-        _crash_on(m, loop.Trainer, "evaluate", 2)
+        _crash_on(m, loop.Trainer, "_step", 5)          # in epoch 3 (2 steps per epoch)
         tw.fit(out=out, quiet=True, data=(x, y), **{"train.epochs": 3, "watch.doctor": False,
                                                     "watch.report": False})
-    x[0, 0] += 1.0
+    assert (out / "checkpoints" / "last.safetensors").exists()
+    x[:, 0] += rng.normal(size=len(x)).astype(np.float32)       # the same file name, other contents
     with pytest.raises(CheckpointError, match="data: the training/validation rows differ"):
         tw.resume(out, quiet=True, data=(x, y))
 
