@@ -97,8 +97,9 @@ def _as_dataset(data: Any, task: str) -> Dataset:
 def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None = None) -> Prepared:
     """Load, split (seeded, stratified), fit normalization on train only, move to the device."""
     ds = _as_dataset(data, recipe.data.task) if data is not None else load_source(recipe.data, recipe.seed)
-    checks.check_targets(ds.y, ds.task, ds.name)
-    needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, ds.name, recipe.data.nonfinite)
+    where = ds.name if data is not None else recipe.data.source     # name the file the user gave
+    checks.check_targets(ds.y, ds.task, where)
+    needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
     splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
     device = device or torch.device("cpu")
@@ -132,6 +133,19 @@ def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
     return model, kind
+
+
+def check_batch_size(recipe: Recipe, train_rows: int) -> None:
+    """A batch size chosen larger than the training split was meant for other data: refuse it up front.
+
+    The default batch size on a smaller split is one full batch per epoch (nobody chose it), unless
+    train.drop_last would then drop every row."""
+    t = recipe.train
+    default = type(t).model_fields["batch_size"].default
+    if t.batch_size > train_rows and (t.batch_size != default or t.drop_last):
+        raise RecipeError([f"train.batch_size: got {t.batch_size}, larger than the {train_rows} training rows"
+                           f"{' with train.drop_last = true' if t.drop_last else ''}; use at most {train_rows} "
+                           "(one full batch per epoch) or give more data"])
 
 
 def check_monitors(recipe: Recipe, task: str) -> None:
@@ -174,6 +188,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
+    check_batch_size(recipe, len(prepared.train))
     try:
         net, loss_kind = build_network(recipe, ds, model)
         loss_fn = build_loss(recipe.loss, ds.task)

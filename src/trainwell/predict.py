@@ -47,6 +47,8 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.T
     """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema).
     A run that kept ensemble members or snapshots gives their `Ensemble`."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run folder not found; give the folder `trainwell fit` wrote (--out)")
     if not (run_dir / DATA_SCHEMA).is_file():
         raise RunDirError(f"{run_dir}: no {DATA_SCHEMA}; not a trainwell run folder (or made by an older "
                           "version)")
