@@ -229,3 +229,26 @@ def test_ensemble_keys_are_validated(overrides, message):
 def test_an_ensemble_needs_the_recipes_model():
     with pytest.raises(tw.RecipeError, match="train.ensemble.members: got 2, but members are built"):
         tw.fit(out=False, quiet=True, model=torch.nn.Linear(64, 10), **{"train.ensemble.members": 2})
+
+
+def test_snapshots_missing_after_a_resume_are_noted():
+    recipe = load_recipe(None, {**SNAP, "train.epochs": 6, "train.snapshots": 2})
+    trainer = types.SimpleNamespace(model=torch.nn.Linear(2, 1), recipe=recipe, steps_per_epoch=2, total_steps=12,
+                                    state=types.SimpleNamespace(step=7, epoch=3))
+    fresh = Snapshots.from_recipe(recipe)
+    fresh.fit_start(trainer)             # cycles ended at steps 2, 4, 6: the last 2 should have been kept
+    assert fresh.note == "resumed at epoch 3 without 2 snapshot(s) taken before: they are missing"
+
+
+def test_the_report_tables_each_member_the_mean_member_and_the_ensemble(tiny, tmp_path):
+    from trainwell.report.html import models_section
+
+    run = tw.fit(out=tmp_path / "run", quiet=True, **{**tiny, "watch.doctor": False, "watch.probes": False,
+                                                      "train.ensemble.members": 2})
+    page = (tmp_path / "run" / "report.html").read_text()
+    table = models_section(run.metrics)
+    assert table in page and "<h3 id='models'>ensemble</h3>" in table
+    for name in ("member 1", "member 2", "mean member", "ensemble (returned)"):
+        assert f"<td>{name}</td>" in table
+    acc = run.metrics["ensemble"]["test"]["accuracy"]
+    assert f"<td>{acc:.4g}</td>" in table

@@ -173,6 +173,7 @@ class Snapshots(Callback):
         self.k = k
         self.kept: deque[tuple[int, dict[str, torch.Tensor]]] = deque(maxlen=k)   # (step, weights)
         self._ends: set[int] = set()
+        self.note: str | None = None
 
     @classmethod
     def from_recipe(cls, recipe) -> Snapshots | None:
@@ -180,6 +181,10 @@ class Snapshots(Callback):
 
     def fit_start(self, trainer) -> None:
         self._ends = set(cycle_end_steps(trainer.recipe.schedule, trainer.steps_per_epoch, trainer.total_steps))
+        due = min(self.k, sum(e <= trainer.state.step for e in self._ends))
+        if len(self.kept) < due:
+            self.note = (f"resumed at epoch {trainer.state.epoch} without {due - len(self.kept)} snapshot(s) "
+                         "taken before: they are missing")
 
     def step_end(self, trainer) -> None:
         if trainer.state.step in self._ends:
@@ -194,9 +199,10 @@ class Snapshots(Callback):
 
     def conclude(self, trainer: Trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
         spe = trainer.steps_per_epoch
+        extra = {"note": self.note} if self.note else {}
         if len(self.kept) < 2:
             st = trainer.state
-            return None, {"kind": "snapshots", "kept": len(self.kept),
+            return None, {"kind": "snapshots", "kept": len(self.kept), **extra,
                           "reason": f"{len(self.kept)} cosine cycle(s) completed before training stopped at "
                                     f"epoch {st.stopped_epoch} ({st.stop_reason}); a snapshot ensemble needs "
                                     "2, so the plain model is the run's model"}
@@ -207,4 +213,4 @@ class Snapshots(Callback):
             models.append(model.eval())
             reports.append({"step": step, "epoch": round(step / spe, 3)})
         return _conclude_members("snapshot", models, reports, trainer, prepared, save,
-                                 {"requested": self.k, "kept": len(self.kept)})
+                                 {"requested": self.k, "kept": len(self.kept), **extra})
