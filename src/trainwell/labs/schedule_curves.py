@@ -28,6 +28,7 @@ CURVES: dict[str, dict] = {
     "polynomial": {"kind": "polynomial", "power": 2.0},
     "cosine": {"kind": "cosine", "eta_min": 0.005},
     "cosine + warmup": {"kind": "cosine", "warmup_epochs": 3},
+    "cosine_restarts": {"kind": "cosine_restarts", "cycle_epochs": 5, "cycle_mult": 2},
     "one_cycle": {"kind": "one_cycle", "max_lr": 0.3},
     "reduce_on_plateau": {"kind": "reduce_on_plateau", "factor": 0.5, "patience": 3},
 }
@@ -64,8 +65,8 @@ def curve(keys: dict, val_loss: np.ndarray) -> np.ndarray:
 
 def _figure(curves: dict[str, np.ndarray], val_loss: np.ndarray) -> bytes:
     n = len(curves)
-    cols = 3
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(13, 3.1 * ((n + cols - 1) // cols)),
+    cols = 5
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(19, 3.3 * ((n + cols - 1) // cols)),
                              sharex=True, squeeze=False)
     epochs = np.arange(EPOCHS * STEPS_PER_EPOCH) / STEPS_PER_EPOCH
     for ax, (label, lrs) in zip(axes.flat, curves.items()):
