@@ -34,3 +34,10 @@ class CheckpointError(TrainwellError):
 
 class RunDirError(TrainwellError):
     """The run folder cannot be used (exists, locked, unwritable)."""
+
+
+class TestSplitLocked(TrainwellError):
+    """Something tried to read the test split while hyperparameters are being chosen."""
+
+    __test__ = False      # not a pytest test class, despite the name
+    exit_code = 1
