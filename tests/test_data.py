@@ -104,5 +104,5 @@ def test_csv_and_npz_files(tmp_path):
 def test_missing_and_unknown_sources(tmp_path):
     with pytest.raises(DataError, match="data.source: file .* not found"):
         load_source(load_recipe(None, {"data.source": str(tmp_path / "x.csv")}).data, 0)
-    with pytest.raises(DataError, match="data.source: got 'digitz'; expected one of digits"):
+    with pytest.raises(DataError, match=r"data.source: got 'digitz' \(did you mean 'digits'\?\); expected one of digits"):
         load_source(load_recipe(None, {"data.source": "digitz"}).data, 0)

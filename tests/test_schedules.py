@@ -102,3 +102,31 @@ def test_plateau_state_round_trips():
         assert a.scale == b.scale
     # by hand: reductions after 0.97 (2 bad epochs > patience 1), after 0.98, and after 0.7
     assert math.isclose(a.scale, 0.001)
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 6), st.floats(0.0, 0.05), st.integers(1, 60))
+@settings(max_examples=80, deadline=None)
+def test_cosine_restarts_matches_torch_warm_restarts(cycle_epochs, mult, spe, eta_min, total):
+    base = 0.1
+    s = load_recipe(None, {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": cycle_epochs,
+                           "schedule.cycle_mult": mult, "schedule.eta_min": eta_min}).schedule
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    sched = S.CosineAnnealingWarmRestarts(opt, T_0=cycle_epochs * spe, T_mult=mult, eta_min=eta_min)
+    for step in range(total):
+        assert base * lr_factor(s, step, spe, total, base_lr=base) == pytest.approx(
+            opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_cycle_ends_are_where_the_rate_restarts():
+    from trainwell.schedules import cycle_end_steps
+
+    s = load_recipe(None, {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": 2,
+                           "schedule.cycle_mult": 2, "schedule.warmup_epochs": 1}).schedule
+    spe, total = 3, 3 * 16
+    ends = cycle_end_steps(s, spe, total)
+    assert ends == [3 + 6, 3 + 6 + 12, 3 + 6 + 12 + 24]      # warmup, then cycles of 2, 4, 8 epochs
+    lrs = [lr_factor(s, k, spe, total) for k in range(total)]
+    for end in ends[:-1]:
+        assert lrs[end] == pytest.approx(1.0) and lrs[end - 1] < 0.1

@@ -51,7 +51,7 @@ def test_row_spread_is_zero_only_for_identical_rows():
 def test_update_ratio_and_grad_norm_match_a_plain_sgd_step(tiny):
     # One batch per epoch, one epoch, SGD without momentum: W1 = W0 - lr * g exactly, so the probe's
     # update ratio must equal lr * ||g|| / ||W0|| with ||g|| the probe's own gradient norm.
-    over = {**tiny, "train.epochs": 1, "train.batch_size": 1000, "optimizer.kind": "sgd", "optimizer.lr": 0.1,
+    over = {**tiny, "train.epochs": 1, "train.batch_size": 120, "optimizer.kind": "sgd", "optimizer.lr": 0.1,
             "model.dropout": 0.0}
     run = fit(out=False, quiet=True, **over)
     probes = next(cb for cb in run.extras["trainer"].callbacks if isinstance(cb, ProbeCallback))

@@ -101,8 +101,9 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     `lock_test` replaces the test split by a LockedSplit that raises on any read (search trials).
     """
     ds = _as_dataset(data, recipe.data.task) if data is not None else load_source(recipe.data, recipe.seed)
-    checks.check_targets(ds.y, ds.task, ds.name)
-    needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, ds.name, recipe.data.nonfinite)
+    where = ds.name if data is not None else recipe.data.source     # name the file the user gave
+    checks.check_targets(ds.y, ds.task, where)
+    needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
     splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
     if recipe.data.train_on == "train+val":
@@ -145,6 +146,19 @@ def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -
     return model, kind
 
 
+def check_batch_size(recipe: Recipe, train_rows: int) -> None:
+    """A batch size chosen larger than the training split was meant for other data: refuse it up front.
+
+    The default batch size on a smaller split is one full batch per epoch (nobody chose it), unless
+    train.drop_last would then drop every row."""
+    t = recipe.train
+    default = type(t).model_fields["batch_size"].default
+    if t.batch_size > train_rows and (t.batch_size != default or t.drop_last):
+        raise RecipeError([f"train.batch_size: got {t.batch_size}, larger than the {train_rows} training rows"
+                           f"{' with train.drop_last = true' if t.drop_last else ''}; use at most {train_rows} "
+                           "(one full batch per epoch) or give more data"])
+
+
 def check_monitors(recipe: Recipe, task: str) -> None:
     cols = ["train_loss", "val_loss", "lr", "grad_norm"]
     cols += [f"{p}_{m}" for p in ("train", "val") for m in metric_names(task)]
@@ -182,6 +196,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
+    check_batch_size(recipe, len(prepared.train))
     try:
         net, loss_kind = build_network(recipe, ds, model)
         loss_fn = build_loss(recipe.loss, ds.task)
@@ -207,7 +222,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
 
     from .watch.session import WatchSession
     watch = WatchSession(recipe, run_dir)
-    callbacks = [*(callbacks or []), *watch.callbacks()]
+    finisher = _finisher(recipe)          # ensemble, snapshots, SWA or EMA: decides the returned model
+    callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
     from .progress import ProgressBar
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
@@ -230,6 +246,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         metrics["test_locked"] = True
     if tuned is not None:
         metrics["finetune"] = tuned
+    if finisher is not None:
+        net = _conclude(finisher, trainer, prepared, metrics, run_dir, saved)
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -241,6 +259,36 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     findings = watch.finish(trainer, seen, metrics, quiet)
     return Run(run_dir, recipe, net, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
+
+
+def _finisher(recipe: Recipe):
+    from .averaging import WeightAveraging
+
+    return WeightAveraging.from_recipe(recipe)
+
+
+def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str, Any], run_dir: Path | None,
+              saved: dict[str, torch.Tensor]) -> nn.Module:
+    """Let the finisher build its model; when it gives one, that model is the run's (metrics, facts, predict)
+    and the plain model is reported next to it."""
+    def save(name: str, model: nn.Module, meta: dict[str, Any]) -> str | None:
+        if run_dir is None:
+            return None
+        from .checkpoint import save_checkpoint
+        from .rundir import CHECKPOINTS
+
+        save_checkpoint(run_dir / CHECKPOINTS / name, {**prefixed("model", model.state_dict()), **saved}, meta)
+        return f"{CHECKPOINTS}/{name}"
+
+    final, section = finisher.conclude(trainer, prepared, save)
+    metrics[section["kind"]] = section
+    metrics["model"] = "plain"
+    if final is None:
+        return trainer.model
+    metrics["plain"] = {"val": metrics["val"], "test": metrics["test"]}
+    metrics.update(model=section["kind"], val=section["val"], test=section["test"])
+    trainer.model = final        # the doctor's facts (suspects, confusion) are about the returned model
+    return final
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
@@ -271,6 +319,8 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
     con.print(f"stopped at epoch {metrics['stopped_epoch']} ({metrics['stop_reason']}), "
               f"best epoch {metrics['best_epoch']}")
     if test:
-        con.print(f"[bold]test[/bold]  {test}")
+        con.print(f"[bold]test[/bold]  {test}" + (f"  ({metrics['model']} model)" if "plain" in metrics else ""))
+    if "plain" in metrics and metrics["plain"]["test"]:
+        con.print("plain model test  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["plain"]["test"].items()))
     if run_dir is not None:
         con.print(f"run folder: {run_dir}")

@@ -15,18 +15,39 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
         self.exit(2, f"trainwell: error: {message}\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Unknown options are reported by the command they were given to, with its valid options."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._command_parser(ns)
+            options = sorted({o for a in command._actions for o in a.option_strings if o.startswith("--")})
+            self.error(f"unrecognized arguments: {' '.join(extras)}; `{command.prog}` takes "
+                       f"{', '.join(options)} (see {command.prog} --help)")
+        return ns
+
+    def _command_parser(self, ns: argparse.Namespace) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self
+        for dest in ("command", "data_command"):
+            sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            if sub is None or getattr(ns, dest, None) not in sub.choices:
+                break
+            parser = sub.choices[getattr(ns, dest)]
+        return parser
+
 
 def _fit(args: argparse.Namespace) -> int:
-    from .api import fit
-    from .recipe import parse_overrides
+    from .recipe import load_recipe, parse_overrides
 
+    # Validate the recipe before importing torch and the training stack: a typo fails in a blink.
+    recipe = load_recipe(args.recipe, parse_overrides(args.set))
     if args.protocol:
-        from .recipe import load_recipe
         from .search.protocol import fit_protocol
 
-        fit_protocol(load_recipe(args.recipe, parse_overrides(args.set)), out=args.out, quiet=args.quiet)
+        fit_protocol(recipe, out=args.out, quiet=args.quiet)
         return 0
-    fit(args.recipe, out=args.out, quiet=args.quiet, force=args.force, **parse_overrides(args.set))
+    from .api import fit
+
+    fit(recipe, out=args.out, quiet=args.quiet, force=args.force)
     return 0
 
 
@@ -178,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainwellError as exc:
-        print(f"trainwell: error: {exc}", file=sys.stderr)
+        # One line, whatever a library underneath put in the message.
+        print("trainwell: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("trainwell: interrupted", file=sys.stderr)
@@ -189,14 +211,14 @@ def _warnings_as_lines() -> None:
     """Data warnings as `trainwell: warning: ...` lines instead of Python's file:line format."""
     import warnings
 
-    from .data.checks import DataWarning
-
     default = warnings.showwarning
     if getattr(default, "trainwell", False):
         return
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DataWarning):
+        # Looked up when a warning is shown, so the CLI does not import torch (via data.checks) up front.
+        checks = sys.modules.get(f"{__package__}.data.checks")
+        if checks is not None and issubclass(category, checks.DataWarning):
             print(f"trainwell: warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)

@@ -1,4 +1,5 @@
-"""`trainwell predict RUN_DIR DATA`: the run's best model on new rows.
+"""`trainwell predict RUN_DIR DATA`: the run's model on new rows (averaged weights when SWA/EMA ran,
+else the best checkpoint).
 
 New rows are encoded exactly like the training rows (data.json: feature columns, one-hot
 levels, input shape), then imputed and normalized with the statistics saved in the checkpoint
@@ -29,8 +30,9 @@ from .rundir import CHECKPOINTS, DATA_SCHEMA, RECIPE
 
 
 def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(model weights, saved data statistics) of the best checkpoint, else of the last one."""
-    for name, prefix in (("best.safetensors", "model"), ("last.safetensors", "best"),
+    """(model weights, saved data statistics) of the averaged weights (SWA/EMA) when the run kept them,
+    else of the best checkpoint, else of the last one."""
+    for name, prefix in (("averaged.safetensors", "model"), ("best.safetensors", "model"), ("last.safetensors", "best"),
                          ("last.safetensors", "model")):
         path = run_dir / CHECKPOINTS / name
         if path.is_file():
@@ -43,6 +45,8 @@ def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch
 def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
     """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run folder not found; give the folder `trainwell fit` wrote (--out)")
     if not (run_dir / DATA_SCHEMA).is_file():
         raise RunDirError(f"{run_dir}: no {DATA_SCHEMA}; not a trainwell run folder (or made by an older "
                           "version)")

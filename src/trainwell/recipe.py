@@ -295,6 +295,14 @@ class CosineSchedule(_Sched):
     eta_min: float = _field(0.0, "Final learning rate of the cosine decay.", ge=0)
 
 
+class CosineRestartsSchedule(_Sched):
+    kind: Literal["cosine_restarts"]
+    cycle_epochs: int = _field(10, "Length of the first cosine cycle, in epochs (annealed per step; "
+                               "SGDR, Loshchilov & Hutter 2017).", ge=1)
+    cycle_mult: int = _field(1, "Each cycle is this many times longer than the one before.", ge=1)
+    eta_min: float = _field(0.0, "Learning rate at the end of every cycle.", ge=0)
+
+
 class OneCycleSchedule(_Sched):
     kind: Literal["one_cycle"]
     max_lr: float | None = _field(None, "Peak learning rate (default: optimizer.lr).", gt=0)
@@ -322,7 +330,8 @@ class PlateauSchedule(_Sched):
 
 
 Schedule = Annotated[Union[ConstantSchedule, StepSchedule, MultiStepSchedule, ExponentialSchedule,
-                           PolynomialSchedule, CosineSchedule, OneCycleSchedule, PlateauSchedule],
+                           PolynomialSchedule, CosineSchedule, CosineRestartsSchedule, OneCycleSchedule,
+                           PlateauSchedule],
                      Field(discriminator="kind")]
 
 
@@ -335,6 +344,27 @@ class RegularizationSection(Section):
 
 
 # --------------------------------------------------------------------------------------- train
+class SWASection(Section):
+    start_epoch: int | None = _field(None, "Stochastic weight averaging (torch.optim.swa_utils): the weights at "
+                                     "the end of this epoch (1-based) and of every later one are averaged; "
+                                     "unset = off.", ge=1)
+    lr: float | None = _field(None, "Learning rate the SWA phase anneals to (as SWALR) and then keeps; unset = "
+                              "the schedule's rate continues.", gt=0)
+    anneal_epochs: int = _field(1, "Epochs over which the rate goes from the schedule's to swa.lr (per step; "
+                                "0 = at once).", ge=0)
+    anneal_strategy: Literal["cos", "linear"] = _field("cos", "Shape of that annealing.")
+    update_bn: bool = _field(True, "Recompute the batch-norm statistics of the averaged weights with one pass "
+                             "over the training rows (torch.optim.swa_utils.update_bn).")
+
+
+class EnsembleSection(Section):
+    members: int = _field(1, "Networks trained and averaged (probabilities for classification, outputs for "
+                          "regression); 1 = no ensemble.", ge=1, le=100)
+    method: Literal["seeds", "bagging"] = _field(
+        "seeds", "seeds: member k trains from its own seed (init, shuffling, dropout), derived from `seed`; "
+        "bagging: each member also trains on a bootstrap resample of the training split.")
+
+
 class TrainSection(Section):
     epochs: int = _field(40, "Maximum number of epochs.", ge=1)
     batch_size: int = _field(64, "Rows per optimizer batch.", ge=1)
@@ -345,6 +375,13 @@ class TrainSection(Section):
     drop_last: bool = _field(False, "Drop the last short training batch of each epoch.")
     device: Literal["auto", "cpu", "cuda", "mps"] = _field("auto", "Device; auto picks an accelerator if present.")
     threads: int = _field(0, "CPU threads for torch (0 = torch's default).", ge=0)
+    ema_decay: float = _field(0.0, "Exponential moving average of the weights (and batch-norm buffers), updated "
+                              "every optimizer step: avg <- decay*avg + (1-decay)*w; 0 = off.", ge=0, lt=1)
+    snapshots: int = _field(0, "Snapshot ensemble (Huang et al. 2017): keep the weights at the ends of the last "
+                            "K cosine cycles (schedule.kind = \"cosine_restarts\") and average their "
+                            "predictions; 0 = off.", ge=0)
+    swa: SWASection = SWASection()
+    ensemble: EnsembleSection = EnsembleSection()
 
 
 # ------------------------------------------------------------------------------------ stopping
@@ -386,6 +423,26 @@ class WatchSection(Section):
                            "model's most confident mistakes).", ge=0)
     tensorboard: bool = _field(False, "Also write TensorBoard scalars and histograms to RUN_DIR/tensorboard "
                                "(needs the tensorboard package).")
+
+
+def _check_averaging(recipe: Recipe) -> None:
+    """Ensembles, snapshots, SWA and EMA each decide which model a run returns: one at a time."""
+    t = recipe.train
+    on = [name for name, active in (("train.ensemble.members", t.ensemble.members > 1),
+                                    ("train.snapshots", t.snapshots > 0),
+                                    ("train.swa.start_epoch", t.swa.start_epoch is not None),
+                                    ("train.ema_decay", t.ema_decay > 0)) if active]
+    if len(on) > 1:
+        raise ValueError(f"{on[1]}: cannot be combined with {on[0]}; set one of train.ensemble, train.snapshots, "
+                         "train.swa, train.ema_decay")
+    if t.snapshots == 1:
+        raise ValueError("train.snapshots: got 1, a snapshot ensemble needs at least 2 (0 = off)")
+    if t.snapshots and recipe.schedule.kind != "cosine_restarts":
+        raise ValueError(f"train.snapshots: needs schedule.kind = \"cosine_restarts\", got "
+                         f"{recipe.schedule.kind!r}")
+    if t.swa.start_epoch is not None and t.swa.start_epoch > t.epochs:
+        raise ValueError(f"train.swa.start_epoch: got {t.swa.start_epoch}, after the last epoch "
+                         f"(train.epochs = {t.epochs})")
 
 
 def _fill_mode(data: Any, section: str) -> Any:
@@ -441,6 +498,7 @@ class Recipe(Section):
                 if monitor.startswith("val_"):
                     raise ValueError(f"{key}: got {monitor!r}, but {no_val}; "
                                      "monitor a train_ column or give validation rows")
+        _check_averaging(self)
         if self.loss.label_smoothing and self.loss.kind not in ("auto", "cross_entropy"):
             raise ValueError(f"loss.label_smoothing: applies to cross_entropy only, got loss.kind = "
                              f"{self.loss.kind!r}")

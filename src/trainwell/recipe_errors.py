@@ -149,6 +149,11 @@ def format_errors(root: type[BaseModel], exc: ValidationError) -> list[str]:
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             problems.append(f"{dotted}.kind: got {got!r}, must be one of {tags}{extra}")
             continue
+        if err["type"] == "missing" and err["loc"] and isinstance(err["loc"][-1], int):
+            # a fixed-length list given too few items: pydantic reports the first absent position
+            problems.append(f"{_dotted(root, err['loc'][:-1])}: got {err.get('input')!r}, too few items "
+                            f"(item {err['loc'][-1] + 1} is missing)")
+            continue
         if err["type"] == "missing":
             problems.append(f"{dotted}: required")
             continue

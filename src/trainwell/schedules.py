@@ -3,8 +3,8 @@
 `lr_factor(section, step, steps_per_epoch, total_steps)` gives the multiplier of the base LR
 used for optimizer step `step` (0-based). Nothing is hidden in a counter: resuming restores one
 integer. Units: step / multistep / exponential decay per *epoch* (piecewise constant within an
-epoch, like stepping torch's schedulers once per epoch); cosine, polynomial and one_cycle change
-every *step*. A linear warmup of `warmup_epochs` runs first, then the schedule starts from its
+epoch, like stepping torch's schedulers once per epoch); cosine, cosine_restarts (cycle lengths
+counted in epochs), polynomial and one_cycle change every *step*. A linear warmup of `warmup_epochs` runs first, then the schedule starts from its
 own step 0 over the remaining steps.
 
 reduce_on_plateau depends on validation results, so it is a small stateful object (`Plateau`)
@@ -34,6 +34,10 @@ def _main_factor(s, step: int, spe: int, total: int, base_lr: float) -> float:
     if kind == "cosine":
         floor = s.eta_min / base_lr
         return floor + (1.0 - floor) * (1 + math.cos(math.pi * t)) / 2
+    if kind == "cosine_restarts":
+        t_cur, t_i = _cycle_position(step, s.cycle_epochs * spe, s.cycle_mult)
+        floor = s.eta_min / base_lr
+        return floor + (1.0 - floor) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
     if kind == "one_cycle":
         peak = (s.max_lr or base_lr) / base_lr
         start = peak / s.div_factor
@@ -44,6 +48,28 @@ def _main_factor(s, step: int, spe: int, total: int, base_lr: float) -> float:
             return _anneal(s.anneal, start, peak, step / up if up > 0 else 1.0)
         return _anneal(s.anneal, peak, end, (step - up) / (down - up) if down > up else 1.0)
     raise ValueError(f"unknown schedule {kind!r}")
+
+
+def _cycle_position(step: int, first: int, mult: int) -> tuple[int, int]:
+    """(steps into the current cycle, length of the current cycle) for cycles first, first*mult, ..."""
+    if mult == 1:
+        return step % first, first
+    length = first
+    while step >= length:            # a handful of iterations: cycle lengths grow geometrically
+        step -= length
+        length *= mult
+    return step, length
+
+
+def cycle_end_steps(section, steps_per_epoch: int, total_steps: int) -> list[int]:
+    """Step counts at which a cosine_restarts cycle is complete (the LR is at eta_min), up to total_steps."""
+    end = warmup_steps(section, steps_per_epoch)
+    length, out = section.cycle_epochs * steps_per_epoch, []
+    while end + length <= total_steps:
+        end += length
+        out.append(end)
+        length *= section.cycle_mult
+    return out
 
 
 def _anneal(how: str, a: float, b: float, pct: float) -> float:

@@ -9,6 +9,7 @@ class. Images are returned as float32 (N, C, H, W) in [0, 1]. Nothing is downloa
 from __future__ import annotations
 
 import gzip
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def _read_frame(path: Path, fmt: str):
             return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
     except Exception as exc:  # pandas/pyarrow raise many types for malformed files
-        raise DataError(f"{path}: cannot read as {fmt.upper()} ({exc.__class__.__name__}: {exc})") from None
+        detail = " ".join(str(exc).split())     # pandas' parser messages end in a newline
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({exc.__class__.__name__}: {detail})") from None
 
 
 def _is_numeric(column) -> bool:
@@ -99,6 +101,9 @@ def read_table(path: Path, section, fmt: str):
 
 # ------------------------------------------------------------------------------------- arrays
 def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:     # numpy's own message for a foreign file talks of unpickling it
+        if f.read(6) != b"\x93NUMPY":
+            raise DataError(f"{path}: not an NPY file (no NPY header); check data.source and data.format")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -130,6 +135,8 @@ def read_npy(path: Path, section, fmt: str = "npy"):
 
 
 def read_npz(path: Path, section, fmt: str = "npz"):
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an NPZ file (a zip of .npy arrays); check data.source and data.format")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             keys = list(arrays.keys())

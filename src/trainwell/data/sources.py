@@ -6,6 +6,7 @@ remapped to 0..C-1 with the original values kept as class names. Nothing is down
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,12 +158,17 @@ def make_dataset(x: np.ndarray, y: np.ndarray, task: str = "auto", name: str = "
         return Dataset(x, y.astype(np.float32), task, name, (), feature_names)
     if y.ndim != 1:
         raise DataError(f"{name}: class labels must be one value per row, got shape {y.shape}")
+    odd = y[~np.isfinite(y) | (np.mod(np.nan_to_num(y), 1) != 0)] if y.dtype.kind == "f" else y[:0]
+    if len(odd):    # a float class label would silently become a class of its own
+        raise DataError(f"data.task: {task} needs integer or string class labels, {name} has {len(odd)} "
+                        f"non-integer targets (e.g. {odd[0]:g}); set data.task = \"regression\" or fix the labels")
     values, labels = np.unique(y, return_inverse=True)
     if task == "binary" and len(values) != 2:
         raise DataError(f"data.task: binary needs exactly 2 classes, the targets have {len(values)}")
-    if len(values) < 2:
-        raise DataError(f"{name}: only one class ({values[0]!r}) in the targets")
     classes = tuple(str(v.item() if hasattr(v, "item") else v) for v in values)
+    if len(values) < 2:
+        raise DataError(f"{name}: only one class ({classes[0]!r}) in the targets; classification needs at "
+                        "least 2 (or set data.task = \"regression\")")
     return Dataset(x, labels.astype(np.int64), task, name, classes, feature_names)
 
 
@@ -179,9 +185,11 @@ def load_source(section, seed: int) -> Dataset:
         if not path.exists() and path.suffix.lower() in READERS:
             raise DataError(f"data.source: file {source!r} not found")
         if not path.exists():
-            raise DataError(f"data.source: got {source!r}; expected one of "
-                            f"{', '.join(list(BUNDLED) + list(SYNTHETIC))} or an existing "
-                            f"{'/'.join(READERS)} file, IDX/CIFAR file or image folder")
+            names = list(BUNDLED) + list(SYNTHETIC)
+            close = difflib.get_close_matches(source, names, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(f"data.source: got {source!r}{hint}; expected one of {', '.join(names)} or an "
+                            f"existing {'/'.join(READERS)} file, IDX/CIFAR file or image folder")
         x, y, names = read_path(path, section)
     return make_dataset(x, y, section.task, name=Path(source).stem if source not in BUNDLED else source,
                         feature_names=names)

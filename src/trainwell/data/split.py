@@ -18,7 +18,7 @@ class Splits:
 
 def _cut(idx: np.ndarray, frac: float, labels: np.ndarray | None, rng: np.random.Generator):
     """Split `idx` into (first, rest) with `frac` of the rows in `first`, per class when labelled."""
-    if frac <= 0:
+    if frac <= 0 or len(idx) == 0:
         return idx[:0], idx
     if frac >= 1:
         return idx, idx[:0]

@@ -1,0 +1,159 @@
+"""Weight averaging: SWA and an exponential moving average of the weights (torch.optim.swa_utils).
+
+SWA (Izmailov et al. 2018): from `train.swa.start_epoch` on, the weights at the end of every
+epoch are averaged with equal weights (`AveragedModel`). The learning rate of that phase anneals
+to `train.swa.lr` like `SWALR`, written here as a pure function of the step (`swa_lr`) so that a
+resume needs no scheduler state. The running batch-norm statistics of the individual weights do
+not belong to their average, so they are recomputed with one pass over the training rows
+(`update_bn`).
+
+EMA: after every optimizer step avg <- decay * avg + (1 - decay) * w, buffers included
+(`get_ema_multi_avg_fn`, `use_buffers=True`): the batch-norm statistics are averaged with the
+weights and need no extra pass.
+
+Both plug into the loop as one callback; `conclude` evaluates the averaged network next to the
+plain one, saves it as checkpoints/averaged.safetensors, and hands it back as the run's model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+
+from .loop import Callback
+
+AVERAGED = "averaged.safetensors"
+
+
+def swa_lr(step: int, *, start_step: int, anneal_steps: int, lr_start: float, swa_lr: float,
+           strategy: str) -> float:
+    """LR of optimizer step `step` (0-based) in the SWA phase, as torch's SWALR stepped once per step:
+    lr_start at start_step, then annealed (cos or linear) to swa_lr over anneal_steps steps, then kept."""
+    t = 1.0 if anneal_steps == 0 else min(max((step - start_step) / anneal_steps, 0.0), 1.0)
+    alpha = t if strategy == "linear" else (1 - math.cos(math.pi * t)) / 2
+    return swa_lr * alpha + lr_start * (1 - alpha)
+
+
+def training_batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The training rows in order, in batches; a last batch of one row is left out (batch norm
+    cannot take its statistics from one row)."""
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    return [b for b in batches if len(b) > 1] or batches
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class WeightAveraging(Callback):
+    """SWA or EMA of the trainer's model, kept in an AveragedModel beside it."""
+
+    def __init__(self, train_section) -> None:
+        self.kind = "ema" if train_section.ema_decay > 0 else "swa"
+        self.decay = train_section.ema_decay
+        self.swa = train_section.swa
+        self.averaged: AveragedModel | None = None
+        self.epochs: list[int] = []                 # SWA: the epochs whose end weights were averaged
+        self._pending: dict[str, Any] | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe) -> WeightAveraging | None:
+        t = recipe.train
+        return cls(t) if t.ema_decay > 0 or t.swa.start_epoch is not None else None
+
+    # ------------------------------------------------------------------------------ loop events
+    def fit_start(self, trainer) -> None:
+        if self.averaged is None:
+            self.averaged = self._wrap(trainer.model)
+            if self._pending is not None:
+                self.averaged.load_state_dict(self._pending["tensors"])
+                self._pending = None
+        self._set_lr(trainer)
+
+    def step_end(self, trainer) -> None:
+        if self.kind == "ema":
+            self.averaged.update_parameters(trainer.model)
+        else:
+            self._set_lr(trainer)
+
+    def epoch_end(self, trainer, row: dict[str, Any]) -> None:
+        if self.kind != "swa":
+            return
+        epoch = trainer.state.epoch
+        if epoch >= self.swa.start_epoch and math.isfinite(row["train_loss"]):
+            self.averaged.update_parameters(trainer.model)
+            self.epochs.append(epoch)
+        self._set_lr(trainer)        # reduce_on_plateau sets the LR at the epoch's end; SWA's rate wins
+
+    def _wrap(self, model: nn.Module) -> AveragedModel:
+        if self.kind == "ema":
+            return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+        return AveragedModel(model)
+
+    def _set_lr(self, trainer) -> None:
+        """In the SWA phase the LR of the next step is swa_lr(step), else the schedule's (left alone)."""
+        if self.kind != "swa" or self.swa.lr is None:
+            return
+        spe = trainer.steps_per_epoch
+        start = (self.swa.start_epoch - 1) * spe
+        step = trainer.state.step
+        if step < start:
+            return
+        for group, base in zip(trainer.optimizer.param_groups, trainer.base_lrs):
+            group["lr"] = swa_lr(step, start_step=start, anneal_steps=self.swa.anneal_epochs * spe,
+                                 lr_start=base * trainer.lr_scale(start), swa_lr=self.swa.lr,
+                                 strategy=self.swa.anneal_strategy)
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        tensors = self.averaged.state_dict() if self.averaged is not None else {}
+        return {"tensors": {k: v.detach().clone() for k, v in tensors.items()}, "epochs": list(self.epochs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores the average; before `fit_start` it is kept until the model to wrap is known."""
+        self.epochs = list(state["epochs"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["tensors"])
+        else:
+            self._pending = state
+
+    # ------------------------------------------------------------------------------ the end
+    def averaged_model(self, train_x: torch.Tensor, batch_size: int) -> nn.Module | None:
+        """The averaged network (batch-norm statistics recomputed for SWA), or None when nothing was averaged."""
+        if self.averaged is None or int(self.averaged.n_averaged) == 0:
+            return None
+        module = self.averaged.module
+        if self.kind == "swa" and self.swa.update_bn and has_batchnorm(module):
+            update_bn(training_batches(train_x, batch_size), module)
+        module.eval()
+        return module
+
+    def conclude(self, trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
+        """(the averaged model or None, the report section); `save(path_name, model, meta)` writes it."""
+        t = trainer.recipe.train
+        n = int(self.averaged.n_averaged) if self.averaged is not None else 0
+        section: dict[str, Any] = {"kind": self.kind, "n_averaged": n}
+        if self.kind == "ema":
+            section["decay"] = self.decay
+        else:
+            section.update(start_epoch=self.swa.start_epoch, epochs=self.epochs, lr=self.swa.lr,
+                           update_bn=self.swa.update_bn and has_batchnorm(trainer.model))
+        model = self.averaged_model(prepared.train.x, t.batch_size)
+        if model is None:
+            section["reason"] = (f"nothing averaged: training stopped at epoch {trainer.state.stopped_epoch} "
+                                 f"({trainer.state.stop_reason}) before train.swa.start_epoch = "
+                                 f"{self.swa.start_epoch}; the plain model is the run's model")
+            return None, section
+        section.update(evaluate_splits(trainer, prepared, model))
+        section["checkpoint"] = save(AVERAGED, model, {"kind": self.kind, "n_averaged": n})
+        return model, section
+
+
+def evaluate_splits(trainer, prepared, model: nn.Module) -> dict[str, dict[str, float]]:
+    """{"val": ..., "test": ...} of one network, over the whole splits."""
+    return {"val": trainer.evaluate(prepared.val, model) if prepared.val is not None else {},
+            "test": trainer.evaluate(prepared.test, model) if prepared.test is not None else {}}

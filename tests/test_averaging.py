@@ -1,0 +1,180 @@
+"""SWA and EMA of weights: against SWALR, hand-computed means, the EMA recursion and batch statistics."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.optim.swa_utils import SWALR
+
+import trainwell as tw
+from trainwell.averaging import WeightAveraging, swa_lr
+from trainwell.loop import Callback
+from trainwell.recipe import load_recipe
+
+QUIET = {"watch.doctor": False, "watch.report": False, "watch.probes": False}
+
+
+@given(st.floats(1e-4, 1.0), st.floats(1e-4, 1.0), st.integers(0, 12), st.sampled_from(["cos", "linear"]),
+       st.integers(0, 7))
+@settings(max_examples=80, deadline=None)
+def test_swa_lr_matches_torch_swalr_stepped_every_step(lr_start, target, anneal, strategy, start):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr_start)
+    sched = SWALR(opt, swa_lr=target, anneal_epochs=anneal, anneal_strategy=strategy)
+    for step in range(start, start + anneal + 5):
+        ours = swa_lr(step, start_step=start, anneal_steps=anneal, lr_start=lr_start, swa_lr=target,
+                      strategy=strategy)
+        assert ours == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+class Recorder(Callback):
+    """Copies of the weights (and buffers) after every optimizer step and at every epoch's end."""
+
+    def __init__(self):
+        self.steps, self.epochs = [], []
+
+    def step_end(self, trainer):
+        self.steps.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    def epoch_end(self, trainer, row):
+        self.epochs.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+
+def _params(states, model):
+    names = [n for n, _ in model.named_parameters()]
+    return {n: torch.stack([s[n] for s in states]) for n in names}
+
+
+def test_swa_weights_are_the_mean_of_the_weights_at_the_averaging_epochs(tiny):
+    rec = Recorder()
+    run = tw.fit(out=False, quiet=True, callbacks=[rec], **{**tiny, **QUIET,
+                    "train.epochs": 5, "train.swa.start_epoch": 3, "train.swa.lr": 0.002,
+                    "stopping.enabled": False, "model.norm": "none"})
+    assert run.metrics["model"] == "swa" and run.metrics["swa"]["epochs"] == [3, 4, 5]
+    stacked = _params(rec.epochs[2:], run.model)         # the weights at the ends of epochs 3, 4, 5
+    for name, p in run.model.named_parameters():
+        torch.testing.assert_close(p.detach(), stacked[name].mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_swa_phase_runs_at_the_swa_learning_rate_after_annealing(tiny):
+    run = tw.fit(out=False, quiet=True, **{**tiny, **QUIET,
+                    "train.epochs": 6, "train.swa.start_epoch": 3, "train.swa.lr": 0.002,
+                    "train.swa.anneal_epochs": 1, "stopping.enabled": False, "schedule.kind": "constant",
+                    "optimizer.lr": 0.01})
+    lrs = [r["lr"] for r in run.history]
+    assert lrs[:2] == pytest.approx([0.01, 0.01])       # the schedule's rate before the SWA phase
+    assert lrs[2:] == pytest.approx([0.002] * 4)        # annealed over one epoch, then kept
+
+
+def test_ema_matches_the_closed_form_recursion_buffers_included(tiny):
+    decay = 0.9
+    rec = Recorder()
+    run = tw.fit(out=False, quiet=True, callbacks=[rec], **{**tiny, **QUIET,
+                    "train.ema_decay": decay, "stopping.enabled": False, "model.norm": "batch"})
+    ema = dict(rec.steps[0])
+    for state in rec.steps[1:]:
+        ema = {k: decay * ema[k] + (1 - decay) * state[k] if v.is_floating_point() else v
+               for k, v in state.items()}
+    got = run.model.state_dict()
+    assert any("running_mean" in k for k in got)
+    for k, v in ema.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-6)
+    assert run.metrics["ema"]["n_averaged"] == len(rec.steps)
+
+
+def test_update_bn_recomputes_the_batch_statistics_of_the_averaged_weights(tiny):
+    run = tw.fit(out=False, quiet=True, **{**tiny, **QUIET,
+                    "train.epochs": 4, "train.swa.start_epoch": 2, "stopping.enabled": False,
+                    "model.norm": "batch", "model.dropout": 0.0})
+    model, x = run.model, run.extras["data"].train.x
+    assert run.metrics["swa"]["update_bn"] is True
+    w = model.fc1.weight.detach()
+    means, variances = [], []
+    for i in range(0, len(x), 32):                       # train.batch_size = 32, rows in order
+        h = x[i:i + 32] @ w.T
+        means.append(h.mean(0))
+        variances.append(h.var(0, unbiased=True))
+    # update_bn's cumulative average: equal weight per batch
+    torch.testing.assert_close(model.norm1.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.norm1.running_var, torch.stack(variances).mean(0), rtol=1e-4, atol=1e-5)
+    plain = run.extras["trainer"].best_state     # the last epoch's own statistics are not the average's
+    assert not torch.allclose(plain["norm1.running_mean"], model.norm1.running_mean, atol=1e-3)
+
+
+def test_swa_that_never_started_keeps_the_plain_model_and_says_why(tiny):
+    run = tw.fit(out=False, quiet=True, **{**tiny, **QUIET,
+                    "train.swa.start_epoch": 3, "stopping.monitor": "train_loss",
+                    "stopping.stopping_threshold": 100.0})
+    assert run.metrics["model"] == "plain" and "plain" not in run.metrics
+    assert run.metrics["swa"]["n_averaged"] == 0
+    assert "stopped at epoch 1" in run.metrics["swa"]["reason"]
+    assert run.model is run.extras["trainer"].model
+
+
+def test_averaged_model_is_saved_reported_and_used_by_predict(tiny, tmp_path):
+    from trainwell.predict import predict
+
+    run = tw.fit(out=tmp_path / "run", quiet=True, **tiny, **QUIET, **{"train.ema_decay": 0.8})
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "ema" and metrics["ema"]["checkpoint"] == "checkpoints/averaged.safetensors"
+    assert metrics["test"] == metrics["ema"]["test"] != metrics["plain"]["test"]
+    data = run.extras["data"]
+    assert metrics["test"] == run.extras["trainer"].evaluate(data.test, run.model)
+    rows = data.dataset.x[data.indices["test"]]
+    frame = predict(tmp_path / "run", rows)
+    with torch.inference_mode():
+        expected = torch.sigmoid(run.model(data.test.x)).squeeze(1).numpy()
+    np.testing.assert_allclose(frame["prob_1"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_a_fresh_averager_loaded_mid_run_continues_identically(kind):
+    recipe = load_recipe(None, {"train.ema_decay": 0.7} if kind == "ema" else {"train.swa.start_epoch": 1})
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    trainer = types.SimpleNamespace(model=model, state=types.SimpleNamespace(epoch=0, step=0))
+    gen = torch.Generator().manual_seed(0)
+
+    def move():                     # stands in for an optimizer step and a training forward pass
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen))
+        model(torch.randn(8, 3, generator=gen))
+        trainer.state.epoch += 1
+        trainer.state.step += 1
+
+    a = WeightAveraging.from_recipe(recipe)
+    a.fit_start(trainer)
+    for _ in range(3):
+        move()
+        a.step_end(trainer)
+        a.epoch_end(trainer, {"train_loss": 1.0})
+    b = WeightAveraging.from_recipe(recipe)
+    b.load_state_dict(a.state_dict())
+    b.fit_start(trainer)
+    for _ in range(3):
+        move()
+        for cb in (a, b):
+            cb.step_end(trainer)
+            cb.epoch_end(trainer, {"train_loss": 1.0})
+    for (k, va), vb in zip(a.averaged.state_dict().items(), b.averaged.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert a.epochs == b.epochs
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.ema_decay": 0.9, "train.swa.start_epoch": 2},
+     "train.ema_decay: cannot be combined with train.swa.start_epoch"),
+    ({"train.swa.start_epoch": 50, "train.epochs": 40},
+     "train.swa.start_epoch: got 50, after the last epoch (train.epochs = 40)"),
+    ({"train.ema_decay": 1.0}, "train.ema_decay"),
+    ({"train.swa.lr": 0}, "train.swa.lr"),
+])
+def test_averaging_keys_are_validated(overrides, message):
+    with pytest.raises(tw.RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(None, overrides)

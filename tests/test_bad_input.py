@@ -1,0 +1,243 @@
+"""Bad input never costs data: every row of docs/errors.md, run through the real CLI.
+
+Each case must exit 2 with exactly one line on stderr (no traceback) that names the field or
+file and what would be valid, and must leave every file written before it byte-for-byte as it
+was: a finished run folder (recipe, metrics, checkpoints), the input data files, the recipes.
+No case may create its run folder either: input is validated before the folder exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trainwell as tw
+from trainwell.cli import main
+
+CLI = [sys.executable, "-m", "trainwell.cli"]
+# A fast, quiet run on a small problem; the cases below break one thing at a time.
+TINY = ["--set", "data.source=moons", "--set", "data.n_samples=100", "--set", "train.batch_size=16",
+        "--set", "train.epochs=1", "--set", "watch.probes=false", "--set", "watch.doctor=false",
+        "--set", "watch.report=false"]
+
+
+# --------------------------------------------------------------------------------- the world
+def _png(path: Path, value: int) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(path)
+
+
+def _table(path: Path, rows: list[str]) -> None:
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _make_world(root: Path) -> None:
+    """A finished run and one input file per kind of breakage, all written before any case runs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2)).round(4)
+    y = (x[:, 0] > 0).astype(int)
+    good = ["x1,x2,label"] + [f"{a},{b},{c}" for (a, b), c in zip(x, y, strict=True)]
+    _table(root / "good.csv", good)
+    _table(root / "ragged.csv", [*good[:5], "0.1,0.2,1,7,8", *good[5:]])
+    _table(root / "nan.csv", [*good[:3], "nan,0.5,1", *good[3:]])
+    _table(root / "float_labels.csv", ["x1,x2,label"] + [f"{a},{b},{a + b:.3f}" for a, b in x])
+    _table(root / "three_classes.csv", ["x1,x2,label"] + [f"{a},{b},{i % 3}" for i, (a, b) in enumerate(x)])
+    _table(root / "one_class.csv", ["x1,x2,label"] + [f"{a},{b},1" for a, b in x])
+    _table(root / "empty.csv", [])
+    _table(root / "wide.csv", ["a,b,c,d,label"] + [f"{a},{b},{a},{b},{c}" for (a, b), c in zip(x, y, strict=True)])
+    np.savez(root / "no_x.npz", features=x, y=y)
+    for folder, classes in (("images", {"cat": 4, "dog": 4}), ("images_text", {"cat": 4, "dog": 4}),
+                            ("images_empty_class", {"cat": 4, "dog": 0})):
+        for name, count in classes.items():
+            (root / folder / name).mkdir(parents=True)
+            for i in range(count):
+                _png(root / folder / name / f"{i}.png", 40 * i)
+    (root / "images_text" / "dog" / "notes.png").write_text("not an image, a note\n")
+    record = np.zeros(3073, dtype=np.uint8)
+    record[0] = 12                                   # CIFAR-10 has classes 0..9
+    (root / "cifar_bad_label.bin").write_bytes(np.tile(record, 4).tobytes())
+    (root / "typo.toml").write_text("[trian]\nepochs = 3\n")
+    (root / "not_toml.toml").write_text("[train\nepochs = = 3\n")
+    (root / "a_file").write_text("a regular file, not a folder\n")
+
+    tw.fit(out=root / "done", quiet=True, **{
+        "data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 2,
+        "watch.probes": False, "watch.doctor": False, "watch.report": False})
+    shutil.copytree(root / "done", root / "truncated")
+    best = root / "truncated" / "checkpoints" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    (root / "empty_run").mkdir()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    _make_world(root)
+    return root
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------------- the cases
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]          # {w} stands for the world folder, {out} for a fresh --out folder
+    expect: tuple[str, ...]        # every piece must appear in the one stderr line
+    subprocess: bool = False       # through a real `python -m trainwell.cli` process
+
+
+def fit(*args: str) -> tuple[str, ...]:
+    return ("fit", *TINY, "--out", "{out}", *args)
+
+
+def sets(*pairs: str) -> tuple[str, ...]:
+    return tuple(a for p in pairs for a in ("--set", p))
+
+
+CASES = [
+    # ---- the recipe
+    Case("unknown-key", fit(*sets("optimizer.lrr=0.1")),
+         ("optimizer.lrr: unknown key", "did you mean optimizer.lr?"), subprocess=True),
+    Case("unknown-section-in-file", ("fit", "{w}/typo.toml", "--out", "{out}"),
+         ("typo.toml", "trian: unknown key", "did you mean train?")),
+    Case("unknown-kind", fit(*sets("model.kind=cnnn")), ("model.kind: got 'cnnn'", "did you mean 'cnn'?")),
+    Case("wrong-type-int", fit(*sets('train.epochs="ten"')), ("train.epochs: got 'ten'", "must be an integer")),
+    Case("wrong-type-list", fit(*sets("model.hidden=64")), ("model.hidden: got 64", "must be a list")),
+    Case("wrong-type-bool", fit(*sets("data.stratify=3")), ("data.stratify: got 3", "must be true or false")),
+    Case("negative-lr", fit(*sets("optimizer.lr=-1")), ("optimizer.lr: got -1", "must be > 0"),
+         subprocess=True),
+    Case("zero-lr", fit(*sets("optimizer.kind=\"sgd\"", "optimizer.lr=0")), ("optimizer.lr: got 0", "must be > 0")),
+    Case("zero-batch", fit(*sets("train.batch_size=0")), ("train.batch_size: got 0", "must be >= 1")),
+    Case("split-sum", fit(*sets("data.split=[0.5,0.3,0.3]")), ("data.split: got [0.5, 0.3, 0.3]", "sum to 1")),
+    Case("split-length", fit(*sets("data.split=[0.8,0.2]")), ("data.split: got [0.8, 0.2]", "too few items")),
+    Case("recipe-missing", ("fit", "{w}/nope.toml", "--out", "{out}"), ("nope.toml: recipe file not found",)),
+    Case("recipe-not-toml", ("fit", "{w}/not_toml.toml", "--out", "{out}"), ("not_toml.toml: not valid TOML",)),
+    Case("set-syntax", fit("--set", "optimizer.lr"), ("--set 'optimizer.lr'", "expected KEY=VALUE"),
+         subprocess=True),
+    Case("set-into-value", fit(*sets("seed.x=1")), ("seed: got {'x': 1}", "must be an integer")),
+    Case("unknown-option", fit("--epochs", "3"), ("unrecognized arguments: --epochs", "--set", "--out"),
+         subprocess=True),
+    Case("unknown-command", ("fitt",), ("invalid choice: 'fitt'", "fit")),
+    Case("stopping-monitor", fit(*sets("stopping.monitor=\"val_r2\"")),
+         ("stopping.monitor: got 'val_r2'", "val_accuracy")),
+    # ---- the data
+    Case("unknown-source", fit(*sets("data.source=\"moosn\"")),
+         ("data.source: got 'moosn'", "did you mean 'moons'?"), subprocess=True),
+    Case("data-missing", fit(*sets("data.source=\"{w}/missing.csv\"")), ("missing.csv", "not found")),
+    Case("batch-over-train", fit(*sets("train.batch_size=500")),
+         ("train.batch_size: got 500", "60 training rows")),
+    Case("nan-features", fit(*sets("data.source=\"{w}/nan.csv\"")),
+         ("nan.csv", "NaN or infinite features", "data.nonfinite"), subprocess=True),
+    Case("ragged-csv", fit(*sets("data.source=\"{w}/ragged.csv\"")), ("ragged.csv", "cannot read as CSV")),
+    Case("empty-csv", fit(*sets("data.source=\"{w}/empty.csv\"")), ("empty.csv", "cannot read as CSV")),
+    Case("target-column", fit(*sets("data.source=\"{w}/good.csv\"", "data.target=\"lable\"")),
+         ("data.target: column 'lable'", "label")),
+    Case("npz-without-x", fit(*sets("data.source=\"{w}/no_x.npz\"")), ("no_x.npz", "'x'", "features")),
+    Case("format-mismatch", fit(*sets("data.source=\"{w}/good.csv\"", "data.format=\"npz\"")),
+         ("good.csv", "not an NPZ file", "data.format")),
+    Case("non-image", fit(*sets("data.source=\"{w}/images_text\"", "model.kind=\"cnn\"")),
+         ("notes.png", "cannot read as an image")),
+    Case("empty-class", fit(*sets("data.source=\"{w}/images_empty_class\"", "model.kind=\"cnn\"")),
+         ("dog", "class folder holds no images")),
+    Case("one-class", fit(*sets("data.source=\"{w}/one_class.csv\"")), ("one_class", "only one class")),
+    Case("label-out-of-range", fit(*sets("data.source=\"{w}/cifar_bad_label.bin\"")),
+         ("cifar_bad_label.bin", "outside the expected range 0..9", "values 12")),
+    Case("binary-with-3-classes", fit(*sets("data.source=\"{w}/three_classes.csv\"", "data.task=\"binary\"")),
+         ("data.task: binary needs exactly 2 classes", "3")),
+    Case("non-integer-labels", fit(*sets("data.source=\"{w}/float_labels.csv\"", "data.task=\"multiclass\"")),
+         ("data.task", "multiclass", "non-integer", "regression")),
+    # ---- data versus model
+    Case("cnn-on-table", fit(*sets("model.kind=\"cnn\"")), ("model", "cnn", "(2,)")),
+    Case("init-from-other-shape", fit(*sets("data.source=\"iris\"", "model.hidden=[5]", "init.from=\"{w}/done\"")),
+         ("init.from", "done", "no layer", "matches")),
+    Case("init-from-truncated", fit(*sets("init.from=\"{w}/truncated\"")), ("best.safetensors", "truncated")),
+    Case("init-from-not-a-run", fit(*sets("init.from=\"{w}/empty_run\"")), ("init.from", "empty_run", "no checkpoint")),
+    # ---- the run folder
+    Case("finished-run", ("fit", "{w}/done/recipe.toml", "--out", "{w}/done"),
+         ("done", "already holds a finished run", "--force"), subprocess=True),
+    Case("out-under-a-file", ("fit", *TINY, "--out", "{w}/a_file/run"),
+         ("a_file/run", "cannot create the run folder")),
+    # ---- predict
+    Case("predict-no-run", ("predict", "{w}/no_such_run", "{w}/good.csv"), ("no_such_run", "not found")),
+    Case("predict-no-data", ("predict", "{w}/done", "{w}/missing.csv"), ("missing.csv", "not found")),
+    Case("predict-truncated", ("predict", "{w}/truncated", "{w}/good.csv"), ("best.safetensors", "truncated")),
+    Case("predict-wrong-shape", ("predict", "{w}/done", "{w}/wide.csv"),
+         ("wide.csv", "rows of shape (4,)", "trained on rows of shape (2,)")),
+]
+
+
+def _run(case: Case, world: Path, out: Path, capsys) -> tuple[int, str]:
+    argv = [a.replace("{w}", str(world)).replace("{out}", str(out)) for a in case.argv]
+    if case.subprocess:
+        # The child imports the trainwell under test, whatever the working folder.
+        src = str(Path(tw.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        p = subprocess.run(CLI + argv, capture_output=True, text=True, timeout=120, cwd=world, env=env)
+        return p.returncode, p.stderr
+    try:
+        code = main(argv)
+    except SystemExit as exc:       # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_costs_nothing(case, world, capsys, monkeypatch):
+    monkeypatch.chdir(world)
+    out = world / f"out-{case.id}"
+    before = _hashes(world)
+    code, err = _run(case, world, out, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("trainwell: error: ")
+    for piece in case.expect:
+        assert piece.replace("{w}", str(world)) in lines[0], lines[0]
+    assert _hashes(world) == before
+    assert not out.exists() and not (world / "runs").exists()
+
+
+def test_unwritable_out_folder(world, capsys, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes through chmod; the out-under-a-file case covers an uncreatable folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code = main(["fit", *TINY, "--out", str(locked / "run")])
+        err = capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "locked/run: cannot create the run folder" in err
+
+
+def test_finished_run_is_refused_but_force_reuses_it(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world / "done", run)
+    before = _hashes(run)
+    assert main(["fit", str(run / "recipe.toml"), "--out", str(run), "--quiet"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert _hashes(run) == before
+    assert main(["fit", str(run / "recipe.toml"), "--out", str(run), "--quiet", "--force"]) == 0
+    assert (run / "metrics.json").exists() and (run / "checkpoints" / "last.safetensors").exists()
+
+
+def test_docs_table_lists_every_case():
+    """docs/errors.md holds one row per case id, so the table and the test cannot drift apart."""
+    text = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
+    missing = [c.id for c in CASES if f"`{c.id}`" not in text]
+    assert not missing
