@@ -108,6 +108,25 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lab(args: argparse.Namespace) -> int:
+    from .errors import TrainwellError
+    from .labs import LabOptions, describe_labs, run_lab
+
+    if args.list:
+        for name, description in describe_labs():
+            print(f"{name:<16}{description}")
+        return 0
+    if args.name is None:
+        raise TrainwellError("lab: give a lab NAME, or --list to see them all")
+    from .recipe import parse_overrides
+
+    options = LabOptions(quick=args.quick, seed=args.seed, seeds=args.seeds, recipe=args.recipe,
+                         overrides=parse_overrides(args.set))
+    _, page = run_lab(args.name, options, out=args.out)
+    print(f"lab page: {page}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from .data.preview import preview
     from .recipe import load_recipe, parse_overrides
@@ -119,7 +138,7 @@ def _data(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fit": _fit, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict, "data": _data,
-    "search": _search,
+    "search": _search, "lab": _lab,
 }
 
 
@@ -180,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir", help="run folder of a finished run")
     pr.add_argument("data", help="rows to predict: .csv/.tsv/.parquet (feature columns) or .npy/.npz (x)")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
+
+    lb = sub.add_parser("lab", help="run one of the lectures' experiments (trainwell lab --list)")
+    lb.add_argument("name", nargs="?", help="the lab (see --list)")
+    lb.add_argument("recipe", nargs="?", help="recipe TOML of ablate, lr-range, regularization (default: built-in)")
+    lb.add_argument("--list", action="store_true", help="list the labs with one line each")
+    lb.add_argument("--quick", action="store_true", help="a much smaller run (seconds), e.g. for tests")
+    lb.add_argument("--out", help="output folder (default runs/labs/NAME)")
+    lb.add_argument("--seed", type=int, default=0, help="seed of the experiment (default 0)")
+    lb.add_argument("--seeds", type=int, help="repeats of lr-range, search-layout and ablate (default per lab)")
+    lb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the lab's recipe (lr-range, regularization, ablate)")
 
     d = sub.add_parser("data", help="look at the data a recipe trains on")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

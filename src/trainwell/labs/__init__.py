@@ -1,0 +1,78 @@
+"""The labs: the lectures' experiments, one small seeded CPU run each (`trainwell lab NAME`).
+
+Every lab module exposes `run(options) -> LabResult`; `run_lab` runs one, prints its table and
+writes its figures, table and page (see `page.py`). The registry holds the one-line descriptions,
+so `trainwell lab --list` imports no lab.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainwellError
+
+# lab name (CLI) -> (module in this package, one-line description)
+LABS: dict[str, tuple[str, str]] = {
+    "gd-path": ("gd_path", "gradient descent on f(x)=x² for several learning rates: converging, oscillating, "
+                "diverging; the zig-zag on an ill-conditioned quadratic"),
+    "init": ("initialization", "activation histograms and gradient norms per layer of a 10-layer net for "
+             "tanh/ReLU with N(0,0.01), N(0,1), Xavier, He"),
+    "optimizers": ("optimizers", "SGD, momentum, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam, AdamW on "
+                   "Rosenbrock, Beale, a saddle, an ill-conditioned quadratic"),
+    "schedules": ("schedule_curves", "the learning-rate curve of every schedule kind (and warmup) over one run, "
+                  "in one figure"),
+}
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    quick: bool = False                  # a much smaller run, for tests and a first look
+    seed: int = 0
+    seeds: int | None = None             # repeats for the labs that report a spread (None: the lab's default)
+    recipe: str | None = None            # a recipe TOML (lr-range, regularization, ablate)
+    overrides: dict[str, Any] = field(default_factory=dict)   # --set KEY=VALUE into that recipe
+
+
+def lab_module(name: str):
+    if name not in LABS:
+        close = difflib.get_close_matches(name, LABS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TrainwellError(f"lab: got {name!r}, expected one of {', '.join(LABS)}{hint}")
+    return import_module(f".{LABS[name][0]}", __name__)
+
+
+def describe_labs() -> list[tuple[str, str]]:
+    return [(name, description) for name, (_, description) in LABS.items()]
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / "labs" / name
+
+
+def run_lab(name: str, options: LabOptions | None = None, out: str | Path | None = None,
+            quiet: bool = False):
+    """Run lab `name`, print its table (unless quiet), write its files; returns (result, page path)."""
+    from .page import print_table, write_lab
+
+    options = options or LabOptions()
+    module = lab_module(name)
+    result = module.run(options)
+    result.settings = {"lab": name, "quick": options.quick, "seed": options.seed, **result.settings}
+    page = write_lab(result, Path(out) if out is not None else default_out(name), _command(name, options, out))
+    if not quiet:
+        print_table(result)
+    return result, page
+
+
+def _command(name: str, o: LabOptions, out: str | Path | None) -> str:
+    parts = ["trainwell", "lab", name] + ([o.recipe] if o.recipe else [])
+    parts += ["--quick"] if o.quick else []
+    parts += [f"--seed {o.seed}"] if o.seed else []
+    parts += [f"--seeds {o.seeds}"] if o.seeds is not None else []
+    parts += [f"--set {k}={v!r}" if isinstance(v, str) else f"--set {k}={v}" for k, v in o.overrides.items()]
+    parts += [f"--out {out}"] if out is not None else []
+    return " ".join(parts)

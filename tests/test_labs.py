@@ -1,0 +1,150 @@
+"""The labs: each runs with --quick and its numbers show the lectures' known result, checked
+against closed forms (gd-path), the theory of the variance of deep nets (init), and PyTorch's own
+schedulers (schedules). Kept small: the whole module runs in well under a minute on one core."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trainwell.cli import main
+from trainwell.labs import LABS, LabOptions, run_lab
+
+QUICK = LabOptions(quick=True)
+
+
+def _check_outputs(result, page):
+    out = page.parent
+    assert page.name == "index.html"
+    for f in result.figures:
+        data = (out / f"{f.name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    html = page.read_text()
+    # self-contained: every figure inline, nothing fetched
+    assert html.count('src="data:image/png;base64,') == len(result.figures) >= 1
+    assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)
+    assert "<script" not in html
+    table = json.loads((out / "table.json").read_text())
+    assert table["columns"] == result.columns and len(table["rows"]) == len(result.rows)
+    lines = (out / "table.csv").read_text().splitlines()
+    assert len(lines) == len(result.rows) + 1 and lines[0].split(",")[0] == result.columns[0]
+
+
+def test_list_shows_every_lab_with_a_description():
+    out = subprocess.run([sys.executable, "-m", "trainwell.cli", "lab", "--list"],
+                         capture_output=True, text=True, check=True)
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert listed == list(LABS)
+    assert all(len(line.split(maxsplit=1)) == 2 for line in out.stdout.splitlines())
+
+
+def test_unknown_lab_is_one_line_with_a_suggestion(capsys):
+    assert main(["lab", "gd-pth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'gd-path'" in err and "lab: got 'gd-pth'" in err
+
+
+def test_gd_path_follows_the_closed_form_and_labels_each_rate(tmp_path, capsys):
+    assert main(["lab", "gd-path", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "diverges" in printed and str(tmp_path / "index.html") in printed
+    table = json.loads((tmp_path / "table.json").read_text())
+    verdicts = {r[0]: r[2] for r in table["rows"]}
+    assert verdicts[1.1] == "diverges"
+    assert verdicts[0.2] == "converges"
+    assert verdicts[1.0] == "oscillates"
+    assert verdicts[0.9].startswith("converges")
+    for lr, path in table["series"]["paths"].items():
+        lr = float(lr)
+        expected = [10.0 * (1 - 2 * lr) ** t for t in range(len(path))]   # x_t = x0 (1 - 2 lr)^t
+        assert path == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    # the 2-D quadratic near lr = 2/K bounces across the valley: y changes sign every step
+    y = [p[1] for p in table["series"]["paths_2d"]["0.09"]]
+    assert all(a * b < 0 for a, b in zip(y, y[1:]))
+
+
+def test_init_collapses_saturates_or_stays_healthy(tmp_path):
+    result, page = run_lab("init", QUICK, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    s = {label: v["std"] for label, v in result.series.items()}
+    assert s["tanh, N(0, 0.01)"][-1] < 1e-3 * s["tanh, N(0, 0.01)"][0]
+    assert 1 / 4 < s["tanh, Xavier"][-1] / s["tanh, Xavier"][0] <= 1.0
+    assert result.series["tanh, N(0, 1)"]["saturated"][-1] > 0.8          # stuck at ±1
+    assert 0.5 < s["ReLU, He"][-1] / s["ReLU, He"][0] < 2
+    assert s["ReLU, Xavier"][-1] / s["ReLU, Xavier"][0] < 0.1
+    # ReLU + Xavier loses a factor sqrt(2) per layer (variance halved): 9 layers from the first to the last
+    assert s["ReLU, Xavier"][-1] / s["ReLU, Xavier"][0] == pytest.approx(2 ** -4.5, rel=0.35)
+
+
+def test_momentum_beats_plain_sgd_on_the_ill_conditioned_quadratic(tmp_path):
+    result, page = run_lab("optimizers", QUICK, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    rows = {(r["surface"], r["optimizer"]): r for r in result.records()}
+    sgd, mom = rows[("ill-conditioned quadratic", "SGD")], rows[("ill-conditioned quadratic", "momentum")]
+    assert sgd["lr"] == mom["lr"]
+    assert mom["steps to tolerance"] is not None and sgd["steps to tolerance"] is not None
+    assert mom["steps to tolerance"] < sgd["steps to tolerance"]
+    assert {r["optimizer"] for r in result.records()} == {"SGD", "momentum", "Nesterov", "AdaGrad", "RMSProp",
+                                                          "AdaDelta", "Adam", "AdamW"}
+
+
+def test_optimizer_paths_are_torch_optim_steps():
+    from trainwell.labs.optimizers import SURFACES, walk
+
+    quad = SURFACES[0]
+    path, _ = walk(quad, "momentum", 5, lr=0.01)
+    # heavy ball by hand: v <- 0.9 v + g, p <- p - lr v (PyTorch's convention)
+    p, v = torch.tensor(quad.start, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for t in range(1, 6):
+        g = torch.stack([p[0], 25.0 * p[1]])
+        v = 0.9 * v + g if t > 1 else g
+        p = p - 0.01 * v
+        assert path[t] == pytest.approx(p.numpy(), rel=1e-12)
+
+
+S = torch.optim.lr_scheduler
+
+
+def _torch_lrs(make, spe, total, per_step, metrics=None):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = make(opt)
+    out = []
+    for step in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if per_step:
+            sched.step()
+        elif (step + 1) % spe == 0:
+            sched.step(metrics[step // spe]) if metrics is not None else sched.step()
+    return out
+
+
+def test_schedule_curves_match_torch_schedulers(tmp_path):
+    from trainwell.labs.schedule_curves import CURVES, EPOCHS, STEPS_PER_EPOCH, schedule_kinds
+
+    result, page = run_lab("schedules", QUICK, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    assert {keys["kind"] for keys in CURVES.values()} == schedule_kinds()
+    curves, val = result.series["curves"], result.series["val_loss"]
+    spe, total = STEPS_PER_EPOCH, EPOCHS * STEPS_PER_EPOCH
+    oracles = {
+        "step": (lambda o: S.StepLR(o, 8, 0.5), False),
+        "multistep": (lambda o: S.MultiStepLR(o, [10, 20], 0.3), False),
+        "exponential": (lambda o: S.ExponentialLR(o, 0.9), False),
+        "polynomial": (lambda o: S.PolynomialLR(o, total_iters=total, power=2.0), True),
+        "cosine": (lambda o: S.CosineAnnealingLR(o, total, eta_min=0.005), True),
+        "one_cycle": (lambda o: S.OneCycleLR(o, max_lr=0.3, total_steps=total, cycle_momentum=False), True),
+        "reduce_on_plateau": (lambda o: S.ReduceLROnPlateau(o, factor=0.5, patience=3), False),
+    }
+    for label, (make, per_step) in oracles.items():
+        metrics = val if label == "reduce_on_plateau" else None
+        expected = _torch_lrs(make, spe, total, per_step, metrics)
+        picks = list(range(0, total, 7)) + [total - 1]
+        assert [curves[label][i] for i in picks] == pytest.approx([expected[i] for i in picks], rel=1e-9), label
+    assert min(curves["reduce_on_plateau"]) < 0.1          # the synthetic plateau did trigger a reduction
+    warm = curves["cosine + warmup"]
+    assert warm[0] == pytest.approx(0.1 * 0.01) and warm[3 * spe] == pytest.approx(0.1)
+    assert all(a < b for a, b in zip(warm[: 3 * spe], warm[1: 3 * spe + 1]))
