@@ -21,6 +21,7 @@ import pytest
 
 import trainwell as tw
 from trainwell.cli import main
+from trainwell.loop import Callback
 
 CLI = [sys.executable, "-m", "trainwell.cli"]
 # A fast, quiet run on a small problem; the cases below break one thing at a time.
@@ -53,6 +54,8 @@ def _make_world(root: Path) -> None:
     _table(root / "three_classes.csv", ["x1,x2,label"] + [f"{a},{b},{i % 3}" for i, (a, b) in enumerate(x)])
     _table(root / "one_class.csv", ["x1,x2,label"] + [f"{a},{b},1" for a, b in x])
     _table(root / "empty.csv", [])
+    _table(root / "missing_label.csv", [*good[:4], "0.3,0.4,", *good[4:]])
+    (root / "fake.npy").write_text("x1,x2\n1,2\n")
     _table(root / "wide.csv", ["a,b,c,d,label"] + [f"{a},{b},{a},{b},{c}" for (a, b), c in zip(x, y, strict=True)])
     np.savez(root / "no_x.npz", features=x, y=y)
     for folder, classes in (("images", {"cat": 4, "dog": 4}), ("images_text", {"cat": 4, "dog": 4}),
@@ -99,8 +102,8 @@ class Case:
     subprocess: bool = False       # through a real `python -m trainwell.cli` process
 
 
-def fit(*args: str) -> tuple[str, ...]:
-    return ("fit", *TINY, "--out", "{out}", *args)
+def fit(*args: str, out: str = "{out}") -> tuple[str, ...]:
+    return ("fit", *TINY, "--out", out, *args)
 
 
 def sets(*pairs: str) -> tuple[str, ...]:
@@ -123,6 +126,11 @@ CASES = [
     Case("zero-batch", fit(*sets("train.batch_size=0")), ("train.batch_size: got 0", "must be >= 1")),
     Case("split-sum", fit(*sets("data.split=[0.5,0.3,0.3]")), ("data.split: got [0.5, 0.3, 0.3]", "sum to 1")),
     Case("split-length", fit(*sets("data.split=[0.8,0.2]")), ("data.split: got [0.8, 0.2]", "too few items")),
+    Case("negative-epochs", fit(*sets("train.epochs=-3")), ("train.epochs: got -3", "must be >= 1")),
+    Case("smoothing-without-ce", fit(*sets("loss.kind=\"mse\"", "loss.label_smoothing=0.1")),
+         ("loss.label_smoothing", "cross_entropy only", "'mse'")),
+    Case("freeze-without-from", fit(*sets("init.freeze=1")), ("init.freeze", "set init.from")),
+    Case("recipe-is-a-folder", ("fit", "{w}/images", "--out", "{out}"), ("images: cannot read recipe",)),
     Case("recipe-missing", ("fit", "{w}/nope.toml", "--out", "{out}"), ("nope.toml: recipe file not found",)),
     Case("recipe-not-toml", ("fit", "{w}/not_toml.toml", "--out", "{out}"), ("not_toml.toml: not valid TOML",)),
     Case("set-syntax", fit("--set", "optimizer.lr"), ("--set 'optimizer.lr'", "expected KEY=VALUE"),
@@ -145,6 +153,9 @@ CASES = [
     Case("empty-csv", fit(*sets("data.source=\"{w}/empty.csv\"")), ("empty.csv", "cannot read as CSV")),
     Case("target-column", fit(*sets("data.source=\"{w}/good.csv\"", "data.target=\"lable\"")),
          ("data.target: column 'lable'", "label")),
+    Case("missing-label", fit(*sets("data.source=\"{w}/missing_label.csv\"")),
+         ("missing_label.csv", "1 targets are NaN", "drop those rows")),
+    Case("not-npy", fit(*sets("data.source=\"{w}/fake.npy\"")), ("fake.npy", "not an NPY file")),
     Case("npz-without-x", fit(*sets("data.source=\"{w}/no_x.npz\"")), ("no_x.npz", "'x'", "features")),
     Case("format-mismatch", fit(*sets("data.source=\"{w}/good.csv\"", "data.format=\"npz\"")),
          ("good.csv", "not an NPZ file", "data.format")),
@@ -161,6 +172,11 @@ CASES = [
          ("data.task", "multiclass", "non-integer", "regression")),
     # ---- data versus model
     Case("cnn-on-table", fit(*sets("model.kind=\"cnn\"")), ("model", "cnn", "(2,)")),
+    Case("loss-for-other-task", fit(*sets("loss.kind=\"mse\"")),
+         ("loss.kind: 'mse' is a regression loss", "binary", "use auto or one of")),
+    Case("cnn-too-deep", fit(*sets("data.source=\"shapes\"", "data.image_size=8", "model.kind=\"cnn\"",
+                                   "model.channels=[4,4,4,4,4]")),
+         ("model.channels: 5 blocks pool a 8-pixel image 4 times", "fewer blocks")),
     Case("init-from-other-shape", fit(*sets("data.source=\"iris\"", "model.hidden=[5]", "init.from=\"{w}/done\"")),
          ("init.from", "done", "no layer", "matches")),
     Case("init-from-truncated", fit(*sets("init.from=\"{w}/truncated\"")), ("best.safetensors", "truncated")),
@@ -168,12 +184,18 @@ CASES = [
     # ---- the run folder
     Case("finished-run", ("fit", "{w}/done/recipe.toml", "--out", "{w}/done"),
          ("done", "already holds a finished run", "--force"), subprocess=True),
-    Case("out-under-a-file", ("fit", *TINY, "--out", "{w}/a_file/run"),
+    Case("out-is-a-file", fit(out="{w}/a_file"),
+         ("a_file", "not a folder")),
+    Case("out-under-a-file", fit(out="{w}/a_file/run"),
          ("a_file/run", "cannot create the run folder")),
     # ---- predict
+    Case("doctor-no-run", ("doctor", "{w}/no_such_run"), ("no_such_run", "not a run folder"), subprocess=True),
+    Case("report-no-run", ("report", "{w}/empty_run"), ("empty_run", "not a run folder")),
     Case("predict-no-run", ("predict", "{w}/no_such_run", "{w}/good.csv"), ("no_such_run", "not found")),
     Case("predict-no-data", ("predict", "{w}/done", "{w}/missing.csv"), ("missing.csv", "not found")),
     Case("predict-truncated", ("predict", "{w}/truncated", "{w}/good.csv"), ("best.safetensors", "truncated")),
+    Case("predict-nan-rows", ("predict", "{w}/done", "{w}/nan.csv"),
+         ("nan.csv", "NaN or infinite features", "clean them")),
     Case("predict-wrong-shape", ("predict", "{w}/done", "{w}/wide.csv"),
          ("wide.csv", "rows of shape (4,)", "trained on rows of shape (2,)")),
 ]
@@ -241,3 +263,19 @@ def test_docs_table_lists_every_case():
     text = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
     missing = [c.id for c in CASES if f"`{c.id}`" not in text]
     assert not missing
+
+
+class _Crash(Callback):
+    def epoch_end(self, trainer, row):
+        raise RuntimeError("a crash in the middle of the run")
+
+
+def test_a_failed_run_does_not_block_a_rerun(tmp_path):
+    """A run that dies after its folder exists leaves no metrics.json: the same --out runs again."""
+    over = {"data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 2,
+            "watch.probes": False, "watch.doctor": False, "watch.report": False}
+    with pytest.raises(RuntimeError, match="a crash"):
+        tw.fit(out=tmp_path / "r", quiet=True, callbacks=[_Crash()], **over)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    run = tw.fit(out=tmp_path / "r", quiet=True, **over)
+    assert (run.path / "metrics.json").exists() and len(run.history) == 2

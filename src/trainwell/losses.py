@@ -77,9 +77,11 @@ def _regression(fn: Callable[..., torch.Tensor], **kw) -> LossFn:
 def build_loss(section, task: str) -> LossFn:
     kind = resolve_kind(section.kind, task)
     if task == "regression" and kind in CLASSIFICATION:
-        raise ValueError(f"loss.kind: {kind!r} needs class labels, but the task is regression")
+        raise ValueError(f"loss.kind: {kind!r} needs class labels, but the task is regression; use auto or "
+                         f"one of {', '.join(sorted(REGRESSION))}")
     if task != "regression" and kind in REGRESSION:
-        raise ValueError(f"loss.kind: {kind!r} is a regression loss, but the task is {task}")
+        raise ValueError(f"loss.kind: {kind!r} is a regression loss, but the task is {task}; use auto or one of "
+                         f"{', '.join(sorted(CLASSIFICATION))}")
     if kind == "bce_with_logits" and task != "binary":
         raise ValueError(f"loss.kind: bce_with_logits needs a binary task, got {task}")
     return {

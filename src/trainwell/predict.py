@@ -107,7 +107,8 @@ def predict(run_dir: str | Path, data: str | Path | np.ndarray):
     if impute_values is not None:
         xt = impute(xt, impute_values)
     elif not bool(torch.isfinite(xt).all()):
-        raise DataError("predict: the rows hold NaN or infinite features and the run was trained with "
+        where = "predict" if isinstance(data, np.ndarray) else str(data)
+        raise DataError(f"{where}: the rows hold NaN or infinite features and the run was trained with "
                         "data.nonfinite = \"error\"; clean them")
     out = torch.cat([model(normalizer.transform(xt[i:i + 2048])) for i in range(0, len(xt), 2048)])
     if schema["task"] == "regression":
