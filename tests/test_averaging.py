@@ -178,3 +178,15 @@ def test_a_fresh_averager_loaded_mid_run_continues_identically(kind):
 def test_averaging_keys_are_validated(overrides, message):
     with pytest.raises(tw.RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_recipe(None, overrides)
+
+
+def test_an_average_started_after_a_resume_without_its_state_says_so():
+    recipe = load_recipe(None, {"train.ema_decay": 0.9})
+    trainer = types.SimpleNamespace(model=torch.nn.Linear(2, 1), state=types.SimpleNamespace(epoch=3, step=30))
+    fresh = WeightAveraging.from_recipe(recipe)
+    fresh.fit_start(trainer)
+    assert fresh.note.startswith("resumed at epoch 3 without the average's state")
+    restored = WeightAveraging.from_recipe(recipe)
+    restored.load_state_dict(fresh.state_dict())
+    restored.fit_start(trainer)
+    assert restored.note is None

@@ -136,6 +136,7 @@ def test_schedule_curves_match_torch_schedulers(tmp_path):
         "exponential": (lambda o: S.ExponentialLR(o, 0.9), False),
         "polynomial": (lambda o: S.PolynomialLR(o, total_iters=total, power=2.0), True),
         "cosine": (lambda o: S.CosineAnnealingLR(o, total, eta_min=0.005), True),
+        "cosine_restarts": (lambda o: S.CosineAnnealingWarmRestarts(o, 6 * spe, T_mult=2, eta_min=0.005), True),
         "one_cycle": (lambda o: S.OneCycleLR(o, max_lr=0.3, total_steps=total, cycle_momentum=False), True),
         "reduce_on_plateau": (lambda o: S.ReduceLROnPlateau(o, factor=0.5, patience=3), False),
     }

@@ -23,6 +23,7 @@ from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import Splits, make_splits
+from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .finetune import finetune
@@ -189,6 +190,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
     recipe = load_recipe(recipe, overrides)
+    if model is not None and recipe.train.ensemble.members > 1:
+        raise RecipeError([f"train.ensemble.members: got {recipe.train.ensemble.members}, but members are built "
+                           "from the recipe's [model] and a custom module was passed; train the ensemble "
+                           "from [model] or set members = 1"])
     device = pick_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
@@ -222,12 +227,13 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
 
     from .watch.session import WatchSession
     watch = WatchSession(recipe, run_dir)
-    finisher = _finisher(recipe)          # ensemble, snapshots, SWA or EMA: decides the returned model
+    finisher = _finisher(recipe, quiet)   # ensemble, snapshots, SWA or EMA: decides the returned model
     callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
     from .progress import ProgressBar
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
-                      n_classes=ds.n_classes, train=prepared.train, val=prepared.val, device=device,
+                      n_classes=ds.n_classes, train=member_rows(recipe, 0, prepared.train), val=prepared.val,
+                      device=device,
                       run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar, augment=augment)
     state = trainer.fit()
 
@@ -242,29 +248,31 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "device": str(device), "environment": environment(),
         "data_warnings": prepared.warnings,
     }
+    # A locked run's later steps see no test split at all (not even its rows, for the leakage check).
+    seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
+        if lock_test else prepared
     if lock_test:
         metrics["test_locked"] = True
     if tuned is not None:
         metrics["finetune"] = tuned
     if finisher is not None:
-        net = _conclude(finisher, trainer, prepared, metrics, run_dir, saved)
+        net = _conclude(finisher, trainer, seen, metrics, run_dir, saved)
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
     if not quiet:
         _print_summary(metrics, run_dir)
-    # A locked run's doctor sees no test split at all (not even its rows, for the leakage check).
-    seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
-        if lock_test else prepared
     findings = watch.finish(trainer, seen, metrics, quiet)
     return Run(run_dir, recipe, net, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
 
 
-def _finisher(recipe: Recipe):
+def _finisher(recipe: Recipe, quiet: bool):
     from .averaging import WeightAveraging
+    from .ensemble import EnsembleRun, Snapshots
 
-    return WeightAveraging.from_recipe(recipe)
+    return (WeightAveraging.from_recipe(recipe) or Snapshots.from_recipe(recipe)
+            or EnsembleRun.from_recipe(recipe, quiet))
 
 
 def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str, Any], run_dir: Path | None,

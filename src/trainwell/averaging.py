@@ -59,6 +59,7 @@ class WeightAveraging(Callback):
         self.averaged: AveragedModel | None = None
         self.epochs: list[int] = []                 # SWA: the epochs whose end weights were averaged
         self._pending: dict[str, Any] | None = None
+        self.note: str | None = None
 
     @classmethod
     def from_recipe(cls, recipe) -> WeightAveraging | None:
@@ -68,6 +69,9 @@ class WeightAveraging(Callback):
     # ------------------------------------------------------------------------------ loop events
     def fit_start(self, trainer) -> None:
         if self.averaged is None:
+            if trainer.state.step > 0 and self._pending is None:
+                self.note = (f"resumed at epoch {trainer.state.epoch} without the average's state: it holds the "
+                             "weights from there on only")
             self.averaged = self._wrap(trainer.model)
             if self._pending is not None:
                 self.averaged.load_state_dict(self._pending["tensors"])
@@ -137,6 +141,8 @@ class WeightAveraging(Callback):
         t = trainer.recipe.train
         n = int(self.averaged.n_averaged) if self.averaged is not None else 0
         section: dict[str, Any] = {"kind": self.kind, "n_averaged": n}
+        if self.note:
+            section["note"] = self.note
         if self.kind == "ema":
             section["decay"] = self.decay
         else:

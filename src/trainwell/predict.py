@@ -1,5 +1,5 @@
-"""`trainwell predict RUN_DIR DATA`: the run's model on new rows (averaged weights when SWA/EMA ran,
-else the best checkpoint).
+"""`trainwell predict RUN_DIR DATA`: the run's model on new rows: the ensemble of its members or
+snapshots when it kept them, its averaged weights when SWA/EMA ran, else the best checkpoint.
 
 New rows are encoded exactly like the training rows (data.json: feature columns, one-hot
 levels, input shape), then imputed and normalized with the statistics saved in the checkpoint
@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, unprefixed
 from .data.checks import impute
 from .data.formats import SUFFIXES, encode_features
 from .data.normalize import make_normalizer
+from .ensemble import Ensemble, combine_rule
 from .errors import DataError, RunDirError
 from .losses import LogSoftmaxHead, output_size
 from .models import build_model
@@ -43,7 +44,8 @@ def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch
 
 
 def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
-    """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema)."""
+    """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema).
+    A run that kept ensemble members or snapshots gives their `Ensemble`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run folder not found; give the folder `trainwell fit` wrote (--out)")
@@ -52,16 +54,37 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.T
                           "version)")
     schema = json.loads((run_dir / DATA_SCHEMA).read_text())
     recipe = load_recipe(run_dir / RECIPE)
-    weights, tensors = _checkpoint(run_dir)
-    shape = tuple(schema["input_shape"])
-    model = build_model(recipe.model, shape, output_size(schema["loss"], schema["task"], schema["n_outputs"]))
-    if schema["loss"] == "nll":
-        model.add_module("log_softmax", LogSoftmaxHead())
-    model.load_state_dict(weights)
+    files = _ensemble_files(run_dir)
+    if files:
+        loaded = [load_checkpoint(path)[0] for path in files]
+        models = [_network(recipe, schema, unprefixed("model", t)) for t in loaded]
+        model, tensors = Ensemble(models, combine_rule(schema["loss"], schema["task"])), loaded[0]
+    else:
+        weights, tensors = _checkpoint(run_dir)
+        model = _network(recipe, schema, weights)
     model.eval()
     normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)
     normalizer.load_state_dict(unprefixed("normalizer", tensors))
     return recipe, model, normalizer, tensors.get("impute.values"), schema
+
+
+def _ensemble_files(run_dir: Path) -> list[Path]:
+    """checkpoints/member-K (train.ensemble) or snapshot-K (train.snapshots) files, in order of K."""
+    for kind in ("member", "snapshot"):
+        found = sorted((run_dir / CHECKPOINTS).glob(f"{kind}-*.safetensors"),
+                       key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        if found:
+            return found
+    return []
+
+
+def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model = build_model(recipe.model, tuple(schema["input_shape"]),
+                        output_size(schema["loss"], schema["task"], schema["n_outputs"]))
+    if schema["loss"] == "nll":
+        model.add_module("log_softmax", LogSoftmaxHead())
+    model.load_state_dict(weights)
+    return model
 
 
 def read_rows(path: str | Path, schema: dict[str, Any], target: str | None) -> np.ndarray:

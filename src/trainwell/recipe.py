@@ -440,9 +440,22 @@ def _check_averaging(recipe: Recipe) -> None:
     if t.snapshots and recipe.schedule.kind != "cosine_restarts":
         raise ValueError(f"train.snapshots: needs schedule.kind = \"cosine_restarts\", got "
                          f"{recipe.schedule.kind!r}")
+    if t.snapshots and _cycles(recipe.schedule, t.epochs) < t.snapshots:
+        s = recipe.schedule
+        raise ValueError(f"train.snapshots: got {t.snapshots}, but train.epochs = {t.epochs} completes only "
+                         f"{_cycles(s, t.epochs)} cosine cycle(s) (schedule.cycle_epochs = {s.cycle_epochs}, "
+                         f"cycle_mult = {s.cycle_mult}, warmup_epochs = {s.warmup_epochs:g})")
     if t.swa.start_epoch is not None and t.swa.start_epoch > t.epochs:
         raise ValueError(f"train.swa.start_epoch: got {t.swa.start_epoch}, after the last epoch "
                          f"(train.epochs = {t.epochs})")
+
+
+def _cycles(schedule: CosineRestartsSchedule, epochs: int) -> int:
+    """Complete cosine cycles within `epochs` epochs."""
+    end, length, n = schedule.warmup_epochs, schedule.cycle_epochs, 0
+    while end + length <= epochs:
+        end, length, n = end + length, length * schedule.cycle_mult, n + 1
+    return n
 
 
 def _fill_mode(data: Any, section: str) -> Any:

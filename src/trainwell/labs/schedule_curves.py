@@ -28,6 +28,7 @@ CURVES: dict[str, dict] = {
     "polynomial": {"kind": "polynomial", "power": 2.0},
     "cosine": {"kind": "cosine", "eta_min": 0.005},
     "cosine + warmup": {"kind": "cosine", "warmup_epochs": 3},
+    "cosine_restarts": {"kind": "cosine_restarts", "cycle_epochs": 6, "cycle_mult": 2, "eta_min": 0.005},
     "one_cycle": {"kind": "one_cycle", "max_lr": 0.3},
     "reduce_on_plateau": {"kind": "reduce_on_plateau", "factor": 0.5, "patience": 3},
 }

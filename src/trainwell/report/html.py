@@ -69,7 +69,25 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     stop = (f"<p>Best epoch <b>{_e(metrics.get('best_epoch'))}</b>, stopped at epoch "
             f"<b>{_e(metrics.get('stopped_epoch'))}</b> (reason: {_e(metrics.get('stop_reason'))}), "
             f"seed {_e(metrics.get('seed'))}.</p>")
-    return stop + out
+    return stop + out + models_section(metrics)
+
+
+def models_section(metrics: dict[str, Any]) -> str:
+    """The returned model (ensemble, snapshots, SWA, EMA) next to the models it was made of or compared with."""
+    section = metrics.get(metrics.get("model", "plain"))
+    if not isinstance(section, dict) or "test" not in section:
+        note = (section or {}).get("reason") if isinstance(section, dict) else None
+        return f"<p>{_e(note)}</p>" if note else ""
+    keys = list(section["test"] or section["val"])
+    named = [(f"{part[:-1]} {k}", r) for part in ("members", "snapshots") for k, r in
+             enumerate(section.get(part, []), start=1)]
+    named += [("mean member", section["mean_member"])] if "mean_member" in section else []
+    named += [("plain", metrics["plain"])] if "mean_member" not in section and "plain" in metrics else []
+    named.append((f"{metrics['model']} (returned)", section))
+    rows = [(name, *((r.get(split) or {}).get(k, "") for split in ("val", "test") for k in keys))
+            for name, r in named]
+    return (f"<h3 id='models'>{_e(metrics['model'])}</h3>"
+            + _table(rows, ("model", *(f"{split} {k}" for split in ("val", "test") for k in keys))))
 
 
 def data_section(facts: dict[str, Any]) -> str:
