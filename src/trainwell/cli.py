@@ -59,7 +59,15 @@ def _fit(args: argparse.Namespace) -> int:
         return 0
     from .api import fit
 
-    fit(recipe, out=args.out, quiet=args.quiet, force=args.force)
+    callbacks = []
+    if args.find_lr:
+        from .labs.lr_range import find_lr
+
+        lr, test, record = find_lr(recipe, args.find_lr)
+        print(f"LR range test: optimizer.lr = {lr:.3g} ({args.find_lr} rule; {test.stop_reason}; "
+              "recorded in lr_find.json)")
+        recipe, callbacks = recipe.replace(**{"optimizer.lr": lr}), [record]
+    fit(recipe, out=args.out, quiet=args.quiet, force=args.force, callbacks=callbacks)
     return 0
 
 
@@ -207,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--protocol", action="store_true",
                    help="choose the epoch count on validation (test locked), retrain on train+validation, "
                         "evaluate the test split once")
+
+    f.add_argument("--find-lr", nargs="?", const="valley", choices=("valley", "steepest", "min/10"), metavar="RULE",
+                   help="run the LR range test first and train with its suggestion (rule: valley (default), "
+                        "steepest, min/10); recorded in RUN_DIR/lr_find.json and lr_find.png")
 
     se = sub.add_parser("search", help="hyperparameter search over the recipe's [search] space, then retrain "
                         "the best on train+validation and test once")
