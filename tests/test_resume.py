@@ -196,6 +196,9 @@ def test_an_interrupt_inside_an_accumulation_saves_the_gradients(reference, tmp_
             tw.fit(out=out, quiet=True, **RECIPE)
     tensors, meta = ckpt.load_checkpoint(out / "checkpoints" / "last.safetensors")
     assert meta["cursor"]["pending"] == 1 and ckpt.unprefixed("grad", tensors)
+    # The interrupted fit let go of the folder's lock: another process may resume it now.
+    take = "import sys; from trainwell.rundir import acquire_run_lock; acquire_run_lock(sys.argv[1])"
+    assert subprocess.run([sys.executable, "-c", take, str(out)], capture_output=True).returncode == 0
     tw.resume(out, quiet=True)
     assert_same_run(reference, out)
 

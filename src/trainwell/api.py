@@ -39,6 +39,7 @@ from .rundir import (
     HISTORY,
     METRICS,
     RECIPE,
+    acquire_run_lock,
     atomic_write_text,
     create_run_dir,
     history_csv,
@@ -217,8 +218,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     optimizer = build_optimizer(net, recipe.optimizer, device)
 
     name = recipe.name or f"{Path(recipe.data.source).stem}-{recipe.model.kind if model is None else 'custom'}"
-    if resume_state is not None:
-        run_dir = Path(out)                       # resume() holds its lock and checked it
+    if resume_state is not None:                  # resume() checked the folder and holds its lock
+        run_dir = Path(out)
+        acquire_run_lock(run_dir)                 # (again: every acquire has its release below)
     else:                                         # create_run_dir takes the folder's lock
         run_dir = create_run_dir(out, name, force=force) if out is not False else None
     if run_dir is not None:
@@ -241,9 +243,14 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
                       n_classes=ds.n_classes, train=member_rows(recipe, 0, prepared.train), val=prepared.val,
                       device=device,
                       run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar, augment=augment)
-    if resume_state is not None:
-        trainer.load_state_dict(*resume_state)
-    state = trainer.fit()
+    try:
+        if resume_state is not None:
+            trainer.load_state_dict(*resume_state)
+        state = trainer.fit()
+    except BaseException:                         # Ctrl-C, a failed write: the folder is free again
+        if run_dir is not None:
+            release_run_lock(run_dir)
+        raise
 
     # The test split is evaluated once, here, with the final (best when restore_best) weights.
     metrics: dict[str, Any] = {
