@@ -71,6 +71,7 @@ def _make_world(root: Path) -> None:
     (root / "typo.toml").write_text("[trian]\nepochs = 3\n")
     (root / "not_toml.toml").write_text("[train\nepochs = = 3\n")
     (root / "a_file").write_text("a regular file, not a folder\n")
+    (root / "predictions.csv").write_text("prediction\n1\n0\n")      # an earlier predict's output
 
     tw.fit(out=root / "done", quiet=True, **{
         "data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 2,
@@ -79,6 +80,15 @@ def _make_world(root: Path) -> None:
     best = root / "truncated" / "checkpoints" / "best.safetensors"
     best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
     (root / "empty_run").mkdir()
+    # Interrupted runs (no metrics.json): one whose last checkpoint was cut short, one whose recipe
+    # was edited in a way that changes the run, one a test locks as if another process trained in it.
+    for name in ("cut_last", "edited", "busy"):
+        shutil.copytree(root / "done", root / name)
+        (root / name / "metrics.json").unlink()
+    last = root / "cut_last" / "checkpoints" / "last.safetensors"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size - 100])
+    recipe = root / "edited" / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace("hidden = [8]", "hidden = [16]"))
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +99,10 @@ def world(tmp_path_factory) -> Path:
 
 
 def _hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, but the run-folder lock files: whoever takes a run's lock
+    writes its pid there, so a refused `resume` may leave another pid in it (it holds no data)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 # --------------------------------------------------------------------------------- the cases
@@ -189,6 +201,7 @@ CASES = [
     Case("out-under-a-file", fit(out="{w}/a_file/run"),
          ("a_file/run", "cannot create the run folder")),
     # ---- predict
+    # ---- doctor, report
     Case("doctor-no-run", ("doctor", "{w}/no_such_run"), ("no_such_run", "not a run folder"), subprocess=True),
     Case("report-no-run", ("report", "{w}/empty_run"), ("empty_run", "not a run folder")),
     Case("predict-no-run", ("predict", "{w}/no_such_run", "{w}/good.csv"), ("no_such_run", "not found")),
@@ -196,6 +209,17 @@ CASES = [
     Case("predict-truncated", ("predict", "{w}/truncated", "{w}/good.csv"), ("best.safetensors", "truncated")),
     Case("predict-nan-rows", ("predict", "{w}/done", "{w}/nan.csv"),
          ("nan.csv", "NaN or infinite features", "clean them")),
+    Case("predict-out-no-folder", ("predict", "{w}/done", "{w}/good.csv", "--out", "{w}/no_dir/p.csv"),
+         ("--out", "no_dir/p.csv", "folder", "does not exist")),
+    Case("predict-out-is-a-folder", ("predict", "{w}/done", "{w}/good.csv", "--out", "{w}/images"),
+         ("--out", "images: is a folder", "file name")),
+    Case("predict-keeps-old-output", ("predict", "{w}/truncated", "{w}/good.csv", "--out", "{w}/predictions.csv"),
+         ("best.safetensors", "truncated")),
+    Case("preview-out-no-folder", ("data", "preview", *sets("data.source=\"shapes\""), "--out", "{w}/no_dir/p.png"),
+         ("--out", "no_dir/p.png", "does not exist")),
+    Case("preview-count", ("data", "preview", "--count", "0"), ("argument --count: got 0", "must be >= 1")),
+    Case("overfit-steps", ("doctor", "--overfit-batch", "{w}/done/recipe.toml", "--steps", "-5"),
+         ("argument --steps: got -5", "must be >= 1")),
     Case("predict-wrong-shape", ("predict", "{w}/done", "{w}/wide.csv"),
          ("wide.csv", "rows of shape (4,)", "trained on rows of shape (2,)")),
 ]
@@ -261,7 +285,7 @@ def test_finished_run_is_refused_but_force_reuses_it(world, tmp_path, capsys):
 def test_docs_table_lists_every_case():
     """docs/errors.md holds one row per case id, so the table and the test cannot drift apart."""
     text = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
-    missing = [c.id for c in CASES if f"`{c.id}`" not in text]
+    missing = [i for i in [c.id for c in CASES] + ["unwritable-out"] if f"`{i}`" not in text]
     assert not missing
 
 
@@ -279,3 +303,4 @@ def test_a_failed_run_does_not_block_a_rerun(tmp_path):
     assert not (tmp_path / "r" / "metrics.json").exists()
     run = tw.fit(out=tmp_path / "r", quiet=True, **over)
     assert (run.path / "metrics.json").exists() and len(run.history) == 2
+

@@ -35,6 +35,16 @@ class _Parser(argparse.ArgumentParser):
         return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, must be a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {value}, must be >= 1")
+    return value
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .recipe import load_recipe, parse_overrides
 
@@ -82,12 +92,32 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_file(out: str) -> Path:
+    """An --out FILE whose folder must exist: checked before the work, not after it."""
+    from .errors import TrainwellError
+
+    path = Path(out)
+    if path.is_dir():
+        raise TrainwellError(f"--out {out}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise TrainwellError(f"--out {out}: folder {str(path.parent)!r} does not exist; create it or choose "
+                             "another path")
+    return path
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
+    out = _output_file(args.out) if args.out else None
     frame = predict(args.run_dir, args.data)
-    if args.out:
-        frame.to_csv(args.out, index=False)
+    if out is not None:
+        from .errors import TrainwellError
+        from .rundir import atomic_write_text
+
+        try:    # atomic: a failed write leaves no half-written file (nor clobbers an old one)
+            atomic_write_text(out, frame.to_csv(index=False))
+        except OSError as exc:
+            raise TrainwellError(f"--out {out}: cannot write the predictions ({exc.strerror or exc})") from None
         print(f"{len(frame)} predictions written to {args.out}", file=sys.stderr)
     else:
         frame.to_csv(sys.stdout, index=False)
@@ -117,7 +147,8 @@ def _data(args: argparse.Namespace) -> int:
     from .data.preview import preview
     from .recipe import load_recipe, parse_overrides
 
-    path = preview(load_recipe(args.recipe, parse_overrides(args.set)), args.out, args.count)
+    recipe = load_recipe(args.recipe, parse_overrides(args.set))
+    path = preview(recipe, _output_file(args.out), args.count)
     print(f"preview written to {path}", file=sys.stderr)
     return 0
 
@@ -148,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="diagnose a run folder, or run the overfit-one-batch check on a recipe")
     d.add_argument("run_dir", nargs="?", help="run folder written by `trainwell fit`")
     d.add_argument("--overfit-batch", metavar="RECIPE", help="train on one batch of RECIPE.toml and give a verdict")
-    d.add_argument("--steps", type=int, default=200, help="optimizer steps of the overfit-one-batch check")
+    d.add_argument("--steps", type=_positive_int, default=200, help="optimizer steps of the overfit-one-batch check")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html from the run folder")
@@ -176,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("recipe", nargs="?", help="recipe TOML file (default: the built-in recipe)")
     pv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     pv.add_argument("--out", default="preview.png", help="PNG file to write (default preview.png)")
-    pv.add_argument("--count", type=int, default=32, help="images in the grid (default 32)")
+    pv.add_argument("--count", type=_positive_int, default=32, help="images in the grid (default 32)")
     return p
 
 
