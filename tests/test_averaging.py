@@ -155,7 +155,7 @@ def test_a_fresh_averager_loaded_mid_run_continues_identically(kind):
         a.step_end(trainer)
         a.epoch_end(trainer, {"train_loss": 1.0})
     b = WeightAveraging.from_recipe(recipe)
-    b.load_state_dict(a.state_dict())
+    b.load_resume_state(*a.resume_state())
     b.fit_start(trainer)
     for _ in range(3):
         move()
@@ -187,6 +187,19 @@ def test_an_average_started_after_a_resume_without_its_state_says_so():
     fresh.fit_start(trainer)
     assert fresh.note.startswith("resumed at epoch 3 without the average's state")
     restored = WeightAveraging.from_recipe(recipe)
-    restored.load_state_dict(fresh.state_dict())
+    restored.load_resume_state(*fresh.resume_state())
     restored.fit_start(trainer)
     assert restored.note is None
+
+
+@pytest.mark.parametrize("extra", [{"train.ema_decay": 0.9}, {"train.swa.start_epoch": 2, "train.swa.lr": 0.005}])
+def test_a_resumed_run_averages_exactly_like_an_uninterrupted_one(tiny, tmp_path, extra):
+    base = {**tiny, **QUIET, "schedule.kind": "constant", "stopping.enabled": False, **extra}
+    full = tw.fit(out=tmp_path / "full", quiet=True, **{**base, "train.epochs": 4})
+    tw.fit(out=tmp_path / "part", quiet=True, **{**base, "train.epochs": 2})
+    resumed = tw.resume(tmp_path / "part", quiet=True, **{"train.epochs": 4})
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    kind = "ema" if "train.ema_decay" in extra else "swa"
+    assert resumed.metrics[kind] == full.metrics[kind] and "note" not in resumed.metrics[kind]
+    assert resumed.metrics["test"] == full.metrics["test"]

@@ -58,7 +58,7 @@ class WeightAveraging(Callback):
         self.swa = train_section.swa
         self.averaged: AveragedModel | None = None
         self.epochs: list[int] = []                 # SWA: the epochs whose end weights were averaged
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, torch.Tensor] | None = None
         self.note: str | None = None
 
     @classmethod
@@ -74,7 +74,7 @@ class WeightAveraging(Callback):
                              "weights from there on only")
             self.averaged = self._wrap(trainer.model)
             if self._pending is not None:
-                self.averaged.load_state_dict(self._pending["tensors"])
+                self.averaged.load_state_dict(self._pending)
                 self._pending = None
         self._set_lr(trainer)
 
@@ -113,17 +113,18 @@ class WeightAveraging(Callback):
                                  strategy=self.swa.anneal_strategy)
 
     # ------------------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        tensors = self.averaged.state_dict() if self.averaged is not None else {}
-        return {"tensors": {k: v.detach().clone() for k, v in tensors.items()}, "epochs": list(self.epochs)}
+    state_name = "averaging"          # saved in every checkpoint: a resume or rollback restores it
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return (self.averaged.state_dict() if self.averaged is not None else {}), {"epochs": list(self.epochs)}
+
+    def load_resume_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restores the average; before `fit_start` it is kept until the model to wrap is known."""
-        self.epochs = list(state["epochs"])
+        self.epochs = list(meta["epochs"])
         if self.averaged is not None:
-            self.averaged.load_state_dict(state["tensors"])
+            self.averaged.load_state_dict(tensors)
         else:
-            self._pending = state
+            self._pending = tensors
 
     # ------------------------------------------------------------------------------ the end
     def averaged_model(self, train_x: torch.Tensor, batch_size: int) -> nn.Module | None:

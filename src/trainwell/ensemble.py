@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .averaging import evaluate_splits
+from .checkpoint import unprefixed
+from .errors import Interrupted
 from .loop import Callback, SplitTensors, Trainer
 from .schedules import cycle_end_steps
 
@@ -161,7 +163,12 @@ class EnsembleRun:
                           n_classes=first.n_classes, train=member_rows(self.recipe, k, prepared.train),
                           val=prepared.val, device=first.device,
                           progress=ProgressBar() if ProgressBar.wanted(self.quiet) else None)
-        trainer.fit()
+        try:
+            trainer.fit()
+        except Interrupted as exc:      # members after the first keep no checkpoint: say what a resume does
+            n, where = self.recipe.train.ensemble.members, first.run_dir
+            hint = f"; member 1 is saved, `trainwell resume {where}` trains members 2..{n} again" if where else ""
+            raise Interrupted(f"{exc} (ensemble member {k + 1} of {n}){hint}") from None
         return trainer
 
 
@@ -191,11 +198,15 @@ class Snapshots(Callback):
             self.kept.append((trainer.state.step,
                               {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"steps": [s for s, _ in self.kept], "weights": [w for _, w in self.kept]}
+    state_name = "snapshots"          # saved in every checkpoint: a resume or rollback restores them
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.kept = deque(zip(state["steps"], state["weights"]), maxlen=self.k)
+    def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"{i}.{name}": t for i, (_, weights) in enumerate(self.kept) for name, t in weights.items()}
+        return tensors, {"steps": [step for step, _ in self.kept]}
+
+    def load_resume_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        self.kept = deque(((step, unprefixed(str(i), tensors)) for i, step in enumerate(meta["steps"])),
+                          maxlen=self.k)
 
     def conclude(self, trainer: Trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
         spe = trainer.steps_per_epoch

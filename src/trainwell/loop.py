@@ -73,6 +73,15 @@ class Callback:
     def epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None: ...
     def fit_end(self, trainer: Trainer) -> None: ...
 
+    # A callback whose state a resume (and a NaN rollback) must restore names it: runstate.py then
+    # saves `resume_state()` (tensors, JSON) under that name and hands it to `load_resume_state`.
+    state_name: str | None = None
+
+    def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {}
+
+    def load_resume_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None: ...
+
 
 class Trainer:
     def __init__(self, *, recipe, model: nn.Module, loss_fn, optimizer: torch.optim.Optimizer, task: str,

@@ -3,8 +3,9 @@
 `capture(trainer)` returns (tensors, JSON metadata) holding everything that decides what the
 run does next: model, optimizer, the epoch/step counters, the history, early-stopping, best-epoch
 and plateau state, the NaN guard, every RNG (torch, the shuffle and augmentation generators,
-numpy, python) and, inside an epoch, the cursor: this epoch's row order, the next batch, the
-accumulated gradients of an unfinished accumulation and the running sums of the epoch's row.
+numpy, python), the state of the callbacks that name one (weight averages, snapshots) and,
+inside an epoch, the cursor: this epoch's row order, the next batch, the accumulated gradients
+of an unfinished accumulation and the running sums of the epoch's row.
 `restore(trainer, tensors, meta)` puts it back, so the run continues bit for bit as if it had
 never stopped.
 """
@@ -84,6 +85,10 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "plateau": tr.plateau.state_dict() if tr.plateau else None,
             "guard": tr.guard.state_dict(), "rng_numpy": _np_state(), "rng_python": _py_state(),
             "recipe": tr.recipe.to_dict(), "data_sha256": tr.data_fingerprint, "cursor": None}
+    for cb in tr.callbacks:
+        if cb.state_name is not None:
+            cb_tensors, meta.setdefault("callbacks", {})[cb.state_name] = cb.resume_state()
+            tensors.update(ckpt.prefixed(f"callback.{cb.state_name}", cb_tensors))
     if st.cursor is not None:
         cur_tensors, meta["cursor"] = st.cursor.to_flat()
         tensors.update(cur_tensors)
@@ -115,6 +120,10 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         tr.augment.load_state_dict({"generator": tensors["rng.augment"]})
     _set_np_state(meta["rng_numpy"])
     _set_py_state(meta["rng_python"])
+    for cb in tr.callbacks:
+        if cb.state_name is not None and cb.state_name in meta.get("callbacks", {}):
+            cb.load_resume_state(ckpt.unprefixed(f"callback.{cb.state_name}", tensors),
+                                 meta["callbacks"][cb.state_name])
     st.cursor = None if meta.get("cursor") is None else EpochCursor.from_flat(tensors, meta["cursor"], tr.device)
     grads = ckpt.unprefixed("grad", tensors)
     for name, p in tr.model.named_parameters():
