@@ -155,7 +155,7 @@ def test_a_fresh_averager_loaded_mid_run_continues_identically(kind):
         a.step_end(trainer)
         a.epoch_end(trainer, {"train_loss": 1.0})
     b = WeightAveraging.from_recipe(recipe)
-    b.load_resume_state(*a.resume_state())
+    b.load_state_dict(a.state_dict())
     b.fit_start(trainer)
     for _ in range(3):
         move()
@@ -187,7 +187,7 @@ def test_an_average_started_after_a_resume_without_its_state_says_so():
     fresh.fit_start(trainer)
     assert fresh.note.startswith("resumed at epoch 3 without the average's state")
     restored = WeightAveraging.from_recipe(recipe)
-    restored.load_resume_state(*fresh.resume_state())
+    restored.load_state_dict(fresh.state_dict())
     restored.fit_start(trainer)
     assert restored.note is None
 

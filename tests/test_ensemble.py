@@ -199,7 +199,7 @@ def test_a_fresh_snapshot_keeper_loaded_mid_run_continues_identically():
             model.weight.add_(1.0)
         a.step_end(trainer)
     b = Snapshots.from_recipe(recipe)
-    b.load_resume_state(*a.resume_state())
+    b.load_state_dict(a.state_dict())
     b.fit_start(trainer)
     for _ in range(7):
         trainer.state.step += 1

@@ -113,18 +113,18 @@ class WeightAveraging(Callback):
                                  strategy=self.swa.anneal_strategy)
 
     # ------------------------------------------------------------------------------ state
-    state_name = "averaging"          # saved in every checkpoint: a resume or rollback restores it
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (runstate.py): a resume or a NaN rollback restores the average."""
+        return {"average": self.averaged.state_dict() if self.averaged is not None else {},
+                "epochs": list(self.epochs)}
 
-    def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return (self.averaged.state_dict() if self.averaged is not None else {}), {"epochs": list(self.epochs)}
-
-    def load_resume_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores the average; before `fit_start` it is kept until the model to wrap is known."""
-        self.epochs = list(meta["epochs"])
+        self.epochs = list(state["epochs"])
         if self.averaged is not None:
-            self.averaged.load_state_dict(tensors)
+            self.averaged.load_state_dict(state["average"])
         else:
-            self._pending = tensors
+            self._pending = state["average"]
 
     # ------------------------------------------------------------------------------ the end
     def averaged_model(self, train_x: torch.Tensor, batch_size: int) -> nn.Module | None:

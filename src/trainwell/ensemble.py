@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .averaging import evaluate_splits
-from .checkpoint import unprefixed
 from .errors import Interrupted
 from .loop import Callback, SplitTensors, Trainer
 from .schedules import cycle_end_steps
@@ -198,15 +197,12 @@ class Snapshots(Callback):
             self.kept.append((trainer.state.step,
                               {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}))
 
-    state_name = "snapshots"          # saved in every checkpoint: a resume or rollback restores them
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (runstate.py): a resume or a NaN rollback restores the snapshots."""
+        return {"steps": [step for step, _ in self.kept], "weights": [weights for _, weights in self.kept]}
 
-    def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        tensors = {f"{i}.{name}": t for i, (_, weights) in enumerate(self.kept) for name, t in weights.items()}
-        return tensors, {"steps": [step for step, _ in self.kept]}
-
-    def load_resume_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.kept = deque(((step, unprefixed(str(i), tensors)) for i, step in enumerate(meta["steps"])),
-                          maxlen=self.k)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kept = deque(zip(state["steps"], state["weights"]), maxlen=self.k)
 
     def conclude(self, trainer: Trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
         spe = trainer.steps_per_epoch
