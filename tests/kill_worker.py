@@ -80,17 +80,18 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-def _wait_for_first_save(pid: int, manifest: Path, before: int | None, timeout: float = 60) -> bool:
-    """Until the child saved its first checkpoint (it is training then), or ended."""
+def _wait_for_first_save(pid: int, manifest: Path, before: int | None, timeout: float = 60) -> int | None:
+    """Until the child saved its first checkpoint (it is training then): None; or, when it ended
+    first, its wait status."""
     tic = time.monotonic()
     while time.monotonic() - tic < timeout:
         if _mtime(manifest) != before:
-            return True
-        done, _ = os.waitpid(pid, os.WNOHANG)
+            return None
+        done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return False
+            return status
         time.sleep(0.005)
-    return False
+    return None
 
 
 def run_job(job: dict) -> dict:
@@ -104,15 +105,15 @@ def run_job(job: dict) -> dict:
             os._exit(99)
     fault = job.get("fault") or {}
     tic = time.monotonic()
+    status = None
     if fault.get("kind") in ("wall", "signal"):
-        if _wait_for_first_save(pid, manifest, before):
+        status = _wait_for_first_save(pid, manifest, before)
+        if status is None:
             time.sleep(fault["seconds"])
             sig = signal.SIGKILL if fault["kind"] == "wall" else getattr(signal, fault["signal"])
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-    _, status = os.waitpid(pid, 0)
+            os.kill(pid, sig)          # the child is not reaped yet, so its pid is still its own
+    if status is None:
+        _, status = os.waitpid(pid, 0)
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     return {"fault": fault, "killed": killed, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "seconds": round(time.monotonic() - tic, 3)}

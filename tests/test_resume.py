@@ -84,7 +84,7 @@ def processes(tmp_path_factory):
     (tmp / "plan.json").write_text(json.dumps(jobs))
     done = subprocess.run([sys.executable, str(HERE / "kill_worker.py"), str(tmp / "plan.json")],
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     results = [json.loads(line) for line in done.stdout.splitlines()]
     errs = [Path(j["stderr"]).read_text() for j in jobs]
     return jobs, results, errs, tmp
