@@ -220,6 +220,8 @@ CASES = [
     Case("preview-count", ("data", "preview", "--count", "0"), ("argument --count: got 0", "must be >= 1")),
     Case("overfit-steps", ("doctor", "--overfit-batch", "{w}/done/recipe.toml", "--steps", "-5"),
          ("argument --steps: got -5", "must be >= 1")),
+    Case("lab-out-under-a-file", ("lab", "gd-path", "--quick", "--out", "{w}/a_file/lab"),
+         ("--out", "a_file/lab", "is a file, not a folder")),
     Case("predict-wrong-shape", ("predict", "{w}/done", "{w}/wide.csv"),
          ("wide.csv", "rows of shape (4,)", "trained on rows of shape (2,)")),
 ]
