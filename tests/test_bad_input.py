@@ -143,6 +143,8 @@ CASES = [
          ("loss.label_smoothing", "cross_entropy only", "'mse'")),
     Case("freeze-without-from", fit(*sets("init.freeze=1")), ("init.freeze", "set init.from")),
     Case("recipe-is-a-folder", ("fit", "{w}/images", "--out", "{out}"), ("images: cannot read recipe",)),
+    Case("synthetic-too-big", fit(*sets("data.n_samples=3000000000")),
+         ("data.n_samples: got 3000000000 rows", "at most 1e+08")),
     Case("recipe-missing", ("fit", "{w}/nope.toml", "--out", "{out}"), ("nope.toml: recipe file not found",)),
     Case("recipe-not-toml", ("fit", "{w}/not_toml.toml", "--out", "{out}"), ("not_toml.toml: not valid TOML",)),
     Case("set-syntax", fit("--set", "optimizer.lr"), ("--set 'optimizer.lr'", "expected KEY=VALUE"),
