@@ -13,18 +13,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "api", "Run": "api",
+    "fit": "api", "Run": "api", "resume": "resuming",
     "Recipe": "recipe", "load_recipe": "recipe",
     "TrainwellError": "errors", "RecipeError": "errors", "DataError": "errors", "CheckpointError": "errors",
 }
 
 __all__ = ["CheckpointError", "DataError", "Recipe", "RecipeError", "Run", "TrainwellError", "__version__",
-           "fit", "load_recipe"]
+           "fit", "load_recipe", "resume"]
 
 if TYPE_CHECKING:
     from .api import Run, fit
     from .errors import CheckpointError, DataError, RecipeError, TrainwellError
     from .recipe import Recipe, load_recipe
+    from .resuming import resume
 
 
 def __getattr__(name: str) -> Any:

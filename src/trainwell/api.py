@@ -42,6 +42,7 @@ from .rundir import (
     atomic_write_text,
     create_run_dir,
     history_csv,
+    release_run_lock,
     write_json,
 )
 
@@ -168,13 +169,14 @@ def environment() -> dict[str, str]:
 
 def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: str | Path | None = None,
         quiet: bool = False, model: nn.Module | None = None, data: Any = None, force: bool = False,
-        callbacks: list[Callback] | None = None, **overrides: Any) -> Run:
+        callbacks: list[Callback] | None = None, resume_state: tuple | None = None, **overrides: Any) -> Run:
     """Train a network from a recipe and write its run folder.
 
     `recipe`: a TOML path, a dict, a Recipe, or None for the default recipe (digits).
     `overrides`: dotted keys, e.g. `fit(**{"optimizer.lr": 3e-3})`.
     `model`: your own nn.Module instead of the recipe's [model]; `data`: an (x, y) pair instead
     of `data.source`. `out`: the run folder (default runs/<time>-<name>); `quiet`: no output.
+    `resume_state`: (tensors, meta) of a checkpoint to continue from; use `trainwell.resume`.
     """
     recipe = load_recipe(recipe, overrides)
     if model is not None and recipe.train.ensemble.members > 1:
@@ -201,7 +203,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     optimizer = build_optimizer(net, recipe.optimizer, device)
 
     name = recipe.name or f"{Path(recipe.data.source).stem}-{recipe.model.kind if model is None else 'custom'}"
-    run_dir = create_run_dir(out, name, force=force) if out is not False else None
+    if resume_state is not None:
+        run_dir = Path(out)                       # resume() holds its lock and checked it
+    else:                                         # create_run_dir takes the folder's lock
+        run_dir = create_run_dir(out, name, force=force) if out is not False else None
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, loss_kind))
@@ -222,6 +227,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
                       n_classes=ds.n_classes, train=member_rows(recipe, 0, prepared.train), val=prepared.val,
                       device=device,
                       run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar, augment=augment)
+    if resume_state is not None:
+        trainer.load_state_dict(*resume_state)
     state = trainer.fit()
 
     # The test split is evaluated once, here, with the final (best when restore_best) weights.
@@ -237,6 +244,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     }
     if tuned is not None:
         metrics["finetune"] = tuned
+    if trainer.guard.events:
+        metrics["nan_events"] = trainer.guard.events
     if finisher is not None:
         net = _conclude(finisher, trainer, prepared, metrics, run_dir, saved)
     if run_dir is not None:
@@ -245,6 +254,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if not quiet:
         _print_summary(metrics, run_dir)
     findings = watch.finish(trainer, prepared, metrics, quiet)
+    if run_dir is not None:
+        release_run_lock(run_dir)
     return Run(run_dir, recipe, net, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
 

@@ -1,13 +1,20 @@
-"""Checkpoints in a safe format: one safetensors file per checkpoint.
+"""Checkpoints in a safe format, written atomically and verified on load.
 
 Tensors (model weights and buffers, optimizer state, RNG states, normalizer statistics) are
 stored as safetensors; everything else (step, epoch, optimizer hyperparameters, early-stopping
-and plateau state, python/numpy RNG) is JSON in the file's metadata. Loading never unpickles.
-A single file means a single atomic rename: a crash leaves either the old or the new checkpoint.
+and plateau state, python/numpy RNG, the recipe) is JSON in the file's metadata. Loading never
+unpickles: a pickle or `torch.save` file is refused before anything is parsed.
+
+Each checkpoint folder holds `manifest.json`: the sha256 and size of every checkpoint file.
+Writes are two-phase so a kill at any moment leaves every file verifiable: the manifest first
+accepts both the current and the new digest of each file, the files are renamed into place, then
+the manifest keeps only the new digests. A load recomputes the digest; any flipped or missing
+byte is a CheckpointError naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,19 +29,66 @@ from .rundir import atomic_write_bytes
 
 META_KEY = "trainwell"
 FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_PICKLE_SIGNS = {b"\x80": "a pickle", b"PK\x03\x04": "a zip archive (torch.save)"}
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write tensors + JSON metadata atomically. Refuses non-finite floating tensors under `model.`."""
+def encode(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path) -> bytes:
+    """Safetensors bytes of (tensors, meta). Refuses non-finite floating tensors under `model.`."""
     for name, t in tensors.items():
         if name.startswith("model.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{path}: refusing to save non-finite parameter {name[6:]!r}")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    data = st_save(cpu, metadata={META_KEY: json.dumps({"format": FORMAT_VERSION, **meta})})
-    atomic_write_bytes(path, data)
+    return st_save(cpu, metadata={META_KEY: json.dumps({"format": FORMAT_VERSION, **meta})})
+
+
+def refuse_pickle(raw: bytes, path: str | Path) -> None:
+    """A safetensors file is an 8-byte header length then a JSON header; a pickle or a torch.save
+    zip is named as such and refused (it is never unpickled, here or anywhere in trainwell)."""
+    if raw[8:9] == b"{":
+        return
+    for sign, what in _PICKLE_SIGNS.items():
+        if raw.startswith(sign):
+            raise CheckpointError(f"{path}: {what}, refused: trainwell loads only safetensors checkpoints, "
+                                  "because unpickling can run arbitrary code")
+
+
+def decode(raw: bytes, path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    refuse_pickle(raw, path)
+    try:
+        tensors = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + header_len])
+        meta = json.loads(header["__metadata__"][META_KEY])
+        if not isinstance(meta, dict):
+            raise TypeError("metadata is not an object")
+    except (SafetensorError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: not a valid trainwell checkpoint (corrupt or truncated: "
+                              f"{str(exc)[:120]})") from None
+    return tensors, meta
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
+    """Write one checkpoint (and its manifest entry); returns the bytes written."""
+    path = Path(path)
+    data = encode(tensors, meta, path)
+    write_files(path.parent, {path.name: data})
+    return data
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Atomically replace checkpoint files of `folder`, keeping the manifest valid at every moment."""
+    manifest = read_manifest(folder, strict=False)
+    new = {name: _entry(data) for name, data in files.items()}
+    staged = {**manifest, **{name: {**manifest.get(name, {}), "next": new[name]} for name in files}}
+    atomic_write_bytes(folder / MANIFEST, _dump(staged))
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+    atomic_write_bytes(folder / MANIFEST, _dump({**manifest, **new}))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, meta) of a checkpoint, verified against its folder's manifest when there is one."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -42,15 +96,48 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+    refuse_pickle(raw, path)
+    if (path.parent / MANIFEST).exists():
+        verify(path, raw, read_manifest(path.parent))
+    return decode(raw, path)
+
+
+def verify(path: Path, raw: bytes, manifest: dict[str, Any]) -> None:
+    entry = manifest.get(path.name)
+    if entry is None:
+        raise CheckpointError(f"{path}: not listed in {MANIFEST}; not a checkpoint this run wrote")
+    digest = hashlib.sha256(raw).hexdigest()
+    accepted = [e for e in (entry, entry.get("next"))
+                if isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)]
+    if not any(digest == e["sha256"] and len(raw) == e["bytes"] for e in accepted):
+        sizes = " or ".join(str(e["bytes"]) for e in accepted)
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint: its sha256 does not match "
+                              f"{MANIFEST} ({len(raw)} bytes, expected {sizes})")
+
+
+def read_manifest(folder: Path, strict: bool = True) -> dict[str, Any]:
+    """The folder's manifest; {} when absent. A corrupt manifest is an error (or {} when not strict:
+    a new write then starts a fresh one)."""
+    path = folder / MANIFEST
     try:
-        tensors = st_load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + header_len])
-        meta = json.loads(header.get("__metadata__", {})[META_KEY])
-    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError, OverflowError) as exc:
-        raise CheckpointError(f"{path}: not a valid trainwell checkpoint (corrupt or truncated: "
-                              f"{str(exc)[:120]})") from None
-    return tensors, meta
+        data = json.loads(path.read_bytes())
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ValueError("not an object of file entries")
+        return data
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if not strict:
+            return {}
+        raise CheckpointError(f"{path}: corrupt checkpoint manifest ({str(exc)[:120]})") from None
+
+
+def _entry(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def _dump(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
 
 
 def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

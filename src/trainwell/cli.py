@@ -6,7 +6,9 @@ Exit codes: 0 success; 2 bad input (one line on stderr, no traceback); 130 inter
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +55,14 @@ def _fit(args: argparse.Namespace) -> int:
     from .api import fit
 
     fit(recipe, out=args.out, quiet=args.quiet, force=args.force)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .recipe import parse_overrides
+    from .resuming import resume
+
+    resume(args.run_dir, quiet=args.quiet, **parse_overrides(args.set))
     return 0
 
 
@@ -168,8 +178,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "fit": _fit, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict, "data": _data,
-    "lab": _lab,
+    "fit": _fit, "resume": _resume, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict,
+    "data": _data, "lab": _lab,
 }
 
 
@@ -184,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default runs/<time>-<name>)")
     f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     f.add_argument("--force", action="store_true", help="reuse a folder that holds a finished run")
+
+    rs = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    rs.add_argument("run_dir", help="run folder of the interrupted run")
+    rs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a key that may change on resume, e.g. train.epochs (see docs/resume.md)")
+    rs.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     r = sub.add_parser("recipe", help="print the resolved recipe: every key with its default")
     r.add_argument("recipe", nargs="?", help="recipe TOML file to resolve (default: the built-in recipe)")
@@ -230,15 +246,31 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _warnings_as_lines()
+    previous = _sigterm_as_interrupt()
     try:
         return COMMANDS[args.command](args)
     except TrainwellError as exc:
         # One line, whatever a library underneath put in the message.
         print("trainwell: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("trainwell: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:      # errors.Interrupted says where it stopped and how to resume
+        print(f"trainwell: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, job schedulers) ends a command like Ctrl-C: one line, exit 130. During training
+    the loop's own handler takes over and saves a checkpoint first (interrupts.py)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _warnings_as_lines() -> None:

@@ -34,3 +34,17 @@ class CheckpointError(TrainwellError):
 
 class RunDirError(TrainwellError):
     """The run folder cannot be used (exists, locked, unwritable)."""
+
+
+class WriteError(RunDirError):
+    """A file of the run folder could not be written (disk full, I/O error). The previous version of
+    the file is intact; it is not the user's input, so the exit code is 1."""
+
+    exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run after a resumable checkpoint was saved: exit code 130.
+    A KeyboardInterrupt, so code that catches Ctrl-C keeps working."""
+
+    exit_code = 130

@@ -417,7 +417,11 @@ class StoppingSection(Section):
 
 class CheckpointSection(Section):
     best: bool = _field(True, "Keep the checkpoint of the best epoch (by stopping.monitor).")
-    last: bool = _field(True, "Keep the checkpoint of the latest epoch.")
+    last: bool = _field(True, "Keep the checkpoint of the latest epoch (what `trainwell resume` continues from).")
+    every_steps: int = _field(0, "Also save `last` inside an epoch every this many optimizer steps, so a crash "
+                              "loses at most that many steps (0 = only at epoch ends).", ge=0)
+    every_minutes: float = _field(10.0, "Also save `last` inside an epoch when this many minutes of training "
+                                  "passed since the previous save (0 = off).", ge=0)
 
 
 class WatchSection(Section):
@@ -432,6 +436,14 @@ class WatchSection(Section):
                            "model's most confident mistakes).", ge=0)
     tensorboard: bool = _field(False, "Also write TensorBoard scalars and histograms to RUN_DIR/tensorboard "
                                "(needs the tensorboard package).")
+    on_nan: Literal["stop", "rollback"] = _field(
+        "stop", "When the training loss, a gradient or a weight becomes NaN/inf (checked at each checkpoint "
+        "and epoch end): stop (the last good checkpoint is kept), or roll back to the last good state with "
+        "a smaller LR and skip the bad batch.")
+    nan_lr_factor: float = _field(0.5, "Rollback: multiply the learning rate by this at each rollback.",
+                                  gt=0, lt=1)
+    nan_retries: int = _field(3, "Rollback: at most this many rollbacks in a run; one more non-finite "
+                              "boundary stops it.", ge=0)
 
 
 def _check_averaging(recipe: Recipe) -> None:
