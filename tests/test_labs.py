@@ -149,3 +149,56 @@ def test_schedule_curves_match_torch_schedulers(tmp_path):
     warm = curves["cosine + warmup"]
     assert warm[0] == pytest.approx(0.1 * 0.01) and warm[3 * spe] == pytest.approx(0.1)
     assert all(a < b for a, b in zip(warm[: 3 * spe], warm[1: 3 * spe + 1]))
+
+
+def test_lr_range_is_seeded_and_suggests_before_divergence(tmp_path):
+    from trainwell.labs.lr_range import QUICK_STEPS, RULES, range_test
+    from trainwell.recipe import load_recipe
+
+    result, page = run_lab("lr-range", QUICK, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    first = result.series["0"]
+    again = range_test(load_recipe(None).replace(seed=0), steps=QUICK_STEPS)
+    assert again.losses.tolist() == first["losses"] and again.suggestions == first["suggestions"]
+    for rec in result.series.values():
+        assert rec["diverged_lr"] is not None            # the default recipe does blow up below lr 10
+        smooth = rec["smooth"]
+        for rule in RULES:
+            lr = rec["suggestions"][rule]
+            assert rec["lrs"][0] < lr < rec["diverged_lr"]
+            i = min(range(len(rec["lrs"])), key=lambda k: abs(rec["lrs"][k] - lr * (10 if rule == "min/10" else 1)))
+            assert smooth[i] < smooth[0]                 # a point where training was working
+    spread = {r["rule"]: r for r in result.records()}
+    assert set(spread) == set(RULES)
+    assert all(r["min over seeds"] <= r["median"] <= r["max"] for r in spread.values())
+
+
+def test_suggestion_rules_on_a_hand_made_curve():
+    import numpy as np
+
+    from trainwell.labs.lr_range import suggest
+
+    lrs = np.geomspace(1e-5, 1.0, 51)                     # 10 points per decade
+    x = np.log10(lrs)
+    loss = 2.0 - 1.5 / (1 + np.exp(-(x + 3) * 4))         # falls fastest at lr 1e-3, flat after
+    loss[-8:] += np.linspace(0.0, 1.0, 8) ** 2            # turns up at the end
+    s = suggest(lrs, loss)
+    assert s["steepest"] == pytest.approx(1e-3, rel=0.3)
+    assert s["min/10"] == pytest.approx(lrs[int(np.argmin(loss))] / 10)
+    assert 1e-3 < s["valley"] < lrs[int(np.argmin(loss))]
+
+
+def test_fit_find_lr_trains_with_the_suggestion_and_records_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["fit", "--find-lr", "steepest", "--out", str(out), "--quiet", "--set", 'data.source="moons"',
+            "--set", "data.n_samples=300", "--set", "model.hidden=[16]", "--set", "train.epochs=2",
+            "--set", "watch.probes=false", "--set", "watch.doctor=false", "--set", "watch.report=false"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / "lr_find.json").read_text())
+    assert record["rule"] == "steepest" and record["lr"] == record["suggestions"]["steepest"]
+    import tomllib
+
+    assert tomllib.loads((out / "recipe.toml").read_text())["optimizer"]["lr"] == pytest.approx(record["lr"])
+    assert f"optimizer.lr = {record['lr']:.3g} (steepest rule" in printed
+    assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"

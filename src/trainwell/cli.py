@@ -54,7 +54,15 @@ def _fit(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, parse_overrides(args.set))
     from .api import fit
 
-    fit(recipe, out=args.out, quiet=args.quiet, force=args.force)
+    callbacks = []
+    if args.find_lr:
+        from .labs.lr_range import find_lr
+
+        lr, test, record = find_lr(recipe, args.find_lr)
+        print(f"LR range test: optimizer.lr = {lr:.3g} ({args.find_lr} rule; {test.stop_reason}; "
+              "recorded in lr_find.json)")
+        recipe, callbacks = recipe.replace(**{"optimizer.lr": lr}), [record]
+    fit(recipe, out=args.out, quiet=args.quiet, force=args.force, callbacks=callbacks)
     return 0
 
 
@@ -194,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default runs/<time>-<name>)")
     f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     f.add_argument("--force", action="store_true", help="reuse a folder that holds a finished run")
+    f.add_argument("--find-lr", nargs="?", const="valley", choices=("valley", "steepest", "min/10"), metavar="RULE",
+                   help="run the LR range test first and train with its suggestion (rule: valley (default), "
+                        "steepest, min/10); recorded in RUN_DIR/lr_find.json and lr_find.png")
 
     rs = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     rs.add_argument("run_dir", help="run folder of the interrupted run")

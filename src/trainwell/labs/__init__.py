@@ -23,6 +23,8 @@ LABS: dict[str, tuple[str, str]] = {
              "tanh/ReLU with N(0,0.01), N(0,1), Xavier, He"),
     "optimizers": ("optimizers", "SGD, momentum, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam, AdamW on "
                    "Rosenbrock, Beale, a saddle, an ill-conditioned quadratic"),
+    "lr-range": ("lr_range", "the LR range test: loss vs exponentially growing LR, steepest/valley/min÷10 "
+                 "suggestions and their spread over seeds"),
     "schedules": ("schedule_curves", "the learning-rate curve of every schedule kind (and warmup) over one run, "
                   "in one figure"),
 }

@@ -65,8 +65,8 @@ def curve(keys: dict, val_loss: np.ndarray) -> np.ndarray:
 
 def _figure(curves: dict[str, np.ndarray], val_loss: np.ndarray) -> bytes:
     n = len(curves)
-    cols = 3
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(13, 3.1 * ((n + cols - 1) // cols)),
+    cols = 5
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(19, 3.3 * ((n + cols - 1) // cols)),
                              sharex=True, squeeze=False)
     epochs = np.arange(EPOCHS * STEPS_PER_EPOCH) / STEPS_PER_EPOCH
     for ax, (label, lrs) in zip(axes.flat, curves.items()):
