@@ -268,3 +268,21 @@ def test_a_folder_killed_before_its_first_checkpoint_starts_over(reference, tmp_
     assert not (out / "checkpoints" / "last.safetensors").exists()
     tw.resume(out, quiet=True)
     assert_same_run(reference, out)
+
+
+@pytest.mark.parametrize("finisher", [{"train.ema_decay": 0.9}, {"train.swa.start_epoch": 3, "train.swa.lr": 0.01},
+                                      {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": 2,
+                                       "train.snapshots": 2}], ids=["ema", "swa", "snapshots"])
+def test_callback_state_is_saved_so_averaged_models_resume_exactly(tmp_path, finisher):
+    """Weight averaging and snapshots keep state in their callbacks; it travels in the checkpoint."""
+    recipe = {**RECIPE, **finisher, "stopping.enabled": False}
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    whole = tw.fit(out=ref, quiet=True, **recipe)
+    with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
+        _crash_on(m, loop.Trainer, "_step", 29)           # in epoch 4 of 5
+        tw.fit(out=out, quiet=True, **recipe)
+    tensors, _ = ckpt.load_checkpoint(out / "checkpoints" / "last.safetensors")
+    assert any(k.startswith("callback.") for k in tensors)
+    resumed = tw.resume(out, quiet=True)
+    assert resumed.metrics["model"] == whole.metrics["model"] != "plain"
+    assert_same_run(ref, out)

@@ -65,13 +65,19 @@ class SplitTensors:
 
 class Callback:
     """Base of loop callbacks: override the events you need. Callbacks read `trainer.state.history`;
-    one may stop the run at epoch_end by setting `trainer.state.stop_reason` (and `stopped_epoch`)."""
+    one may stop the run at epoch_end by setting `trainer.state.stop_reason` (and `stopped_epoch`).
+
+    A callback with state that a resume needs returns it from `state_dict` (dicts and lists of
+    tensors and JSON values); every checkpoint saves it under the callback's class name (tensors as
+    safetensors) and a resume hands it back to `load_state_dict` before `fit_start`."""
 
     def fit_start(self, trainer: Trainer) -> None: ...
     def epoch_start(self, trainer: Trainer) -> None: ...
     def step_end(self, trainer: Trainer) -> None: ...
     def epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None: ...
     def fit_end(self, trainer: Trainer) -> None: ...
+    def state_dict(self) -> dict[str, Any]: return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class Trainer:

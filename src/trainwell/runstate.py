@@ -83,7 +83,12 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "stopper": tr.stopper.state_dict() if tr.stopper else None,
             "plateau": tr.plateau.state_dict() if tr.plateau else None,
             "guard": tr.guard.state_dict(), "rng_numpy": _np_state(), "rng_python": _py_state(),
-            "recipe": tr.recipe.to_dict(), "data_sha256": tr.data_fingerprint, "cursor": None}
+            "recipe": tr.recipe.to_dict(), "data_sha256": tr.data_fingerprint, "cursor": None,
+            "callbacks": {}}
+    for key, cb in _named(tr.callbacks):
+        state = cb.state_dict()
+        if state:
+            meta["callbacks"][key] = _split(state, f"callback.{key}", tensors)
     if st.cursor is not None:
         cur_tensors, meta["cursor"] = st.cursor.to_flat()
         tensors.update(cur_tensors)
@@ -116,10 +121,48 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     _set_np_state(meta["rng_numpy"])
     _set_py_state(meta["rng_python"])
     st.cursor = None if meta.get("cursor") is None else EpochCursor.from_flat(tensors, meta["cursor"], tr.device)
+    for key, cb in _named(tr.callbacks):
+        if key in meta.get("callbacks", {}):
+            cb.load_state_dict(_join(meta["callbacks"][key], tensors, tr.device))
     grads = ckpt.unprefixed("grad", tensors)
     for name, p in tr.model.named_parameters():
         p.grad = grads[name].to(p.device).clone() if name in grads else None
     tr._set_lr()
+
+
+def _named(callbacks: list) -> list[tuple[str, Any]]:
+    """Callbacks keyed by class name (numbered when a class appears twice): a key survives a resume
+    that adds or removes other callbacks (watch.* may change)."""
+    seen: dict[str, int] = {}
+    out = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}{seen[name]}", cb))
+    return out
+
+
+def _split(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A nest of dicts/lists holding tensors -> the same nest, JSON-able, each tensor moved into
+    `tensors` under its path and replaced by {"__tensor__": path}."""
+    if torch.is_tensor(obj):
+        tensors[name] = obj
+        return {"__tensor__": name}
+    if isinstance(obj, dict):
+        return {str(k): _split(v, f"{name}.{k}", tensors) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_split(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def _join(obj: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> Any:
+    if isinstance(obj, dict):
+        if obj.keys() == {"__tensor__"}:
+            return tensors[obj["__tensor__"]].to(device)
+        return {k: _join(v, tensors, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join(v, tensors, device) for v in obj]
+    return obj
 
 
 def _check_data(tr, saved: str | None) -> None:
