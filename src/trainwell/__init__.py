@@ -16,16 +16,19 @@ _EXPORTS = {
     "fit": "api", "Run": "api", "resume": "resuming",
     "Recipe": "recipe", "load_recipe": "recipe",
     "TrainwellError": "errors", "RecipeError": "errors", "DataError": "errors", "CheckpointError": "errors",
+    "TestSplitLocked": "errors", "search": "search.run", "fit_protocol": "search.protocol",
 }
 
-__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeError", "Run", "TrainwellError", "__version__",
-           "fit", "load_recipe", "resume"]
+__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeError", "Run", "TestSplitLocked", "TrainwellError",
+           "__version__", "fit", "fit_protocol", "load_recipe", "resume", "search"]
 
 if TYPE_CHECKING:
     from .api import Run, fit
-    from .errors import CheckpointError, DataError, RecipeError, TrainwellError
+    from .errors import CheckpointError, DataError, RecipeError, TestSplitLocked, TrainwellError
     from .recipe import Recipe, load_recipe
     from .resuming import resume
+    from .search.protocol import fit_protocol
+    from .search.run import search
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .data import checks
 from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
-from .data.split import make_splits
+from .data.split import Splits, make_splits
 from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
@@ -95,14 +95,21 @@ def _as_dataset(data: Any, task: str) -> Dataset:
     raise DataError("data: expected a trainwell Dataset or an (x, y) pair of arrays/tensors")
 
 
-def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None = None) -> Prepared:
-    """Load, split (seeded, stratified), fit normalization on train only, move to the device."""
+def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None = None, *,
+                 lock_test: bool = False) -> Prepared:
+    """Load, split (seeded, stratified), fit normalization on train only, move to the device.
+
+    `data.train_on = "train+val"` trains on both splits (the validation split is then empty);
+    `lock_test` replaces the test split by a LockedSplit that raises on any read (search trials).
+    """
     ds = _as_dataset(data, recipe.data.task) if data is not None else load_source(recipe.data, recipe.seed)
     where = ds.name if data is not None else recipe.data.source     # name the file the user gave
     checks.check_targets(ds.y, ds.task, where)
     needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
     splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
+    if recipe.data.train_on == "train+val":
+        splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test)
     device = device or torch.device("cpu")
     x_all = torch.from_numpy(ds.x)
     y_all = torch.from_numpy(ds.y)
@@ -121,7 +128,12 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
         ix = torch.from_numpy(idx)
         return SplitTensors(normalizer.transform(x_all[ix]).contiguous().to(device), y_all[ix].to(device))
 
-    return Prepared(ds, part(splits.train), part(splits.val), part(splits.test), normalizer,
+    test = part(splits.test)
+    if lock_test and test is not None:
+        from .search.lock import LockedSplit
+
+        test = LockedSplit(len(splits.test))
+    return Prepared(ds, part(splits.train), part(splits.val), test, normalizer,
                     {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
 
 
@@ -169,7 +181,8 @@ def environment() -> dict[str, str]:
 
 def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: str | Path | None = None,
         quiet: bool = False, model: nn.Module | None = None, data: Any = None, force: bool = False,
-        callbacks: list[Callback] | None = None, resume_state: tuple | None = None, **overrides: Any) -> Run:
+        callbacks: list[Callback] | None = None, resume_state: tuple | None = None, lock_test: bool = False,
+        **overrides: Any) -> Run:
     """Train a network from a recipe and write its run folder.
 
     `recipe`: a TOML path, a dict, a Recipe, or None for the default recipe (digits).
@@ -177,6 +190,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `model`: your own nn.Module instead of the recipe's [model]; `data`: an (x, y) pair instead
     of `data.source`. `out`: the run folder (default runs/<time>-<name>); `quiet`: no output.
     `resume_state`: (tensors, meta) of a checkpoint to continue from; use `trainwell.resume`.
+    `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
     recipe = load_recipe(recipe, overrides)
     if model is not None and recipe.train.ensemble.members > 1:
@@ -187,7 +201,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.seed)
-    prepared = prepare_data(recipe, data, device)
+    prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
     check_batch_size(recipe, len(prepared.train))
@@ -233,7 +247,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
 
     # The test split is evaluated once, here, with the final (best when restore_best) weights.
     metrics: dict[str, Any] = {
-        "test": trainer.evaluate(prepared.test) if prepared.test is not None else {},
+        "test": trainer.evaluate(prepared.test) if prepared.test is not None and not lock_test else {},
         "val": trainer.evaluate(prepared.val) if prepared.val is not None else {},
         "best_epoch": trainer.best_epoch_number, "stopped_epoch": state.stopped_epoch,
         "stop_reason": state.stop_reason, "seed": recipe.seed,
@@ -242,18 +256,23 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "device": str(device), "environment": environment(),
         "data_warnings": prepared.warnings,
     }
+    # A locked run's later steps see no test split at all (not even its rows, for the leakage check).
+    seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
+        if lock_test else prepared
+    if lock_test:
+        metrics["test_locked"] = True
     if tuned is not None:
         metrics["finetune"] = tuned
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
     if finisher is not None:
-        net = _conclude(finisher, trainer, prepared, metrics, run_dir, saved)
+        net = _conclude(finisher, trainer, seen, metrics, run_dir, saved)
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
     if not quiet:
         _print_summary(metrics, run_dir)
-    findings = watch.finish(trainer, prepared, metrics, quiet)
+    findings = watch.finish(trainer, seen, metrics, quiet)
     if run_dir is not None:
         release_run_lock(run_dir)
     return Run(run_dir, recipe, net, state.history, metrics,

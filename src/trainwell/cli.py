@@ -52,6 +52,11 @@ def _fit(args: argparse.Namespace) -> int:
 
     # Validate the recipe before importing torch and the training stack: a typo fails in a blink.
     recipe = load_recipe(args.recipe, parse_overrides(args.set))
+    if args.protocol:
+        from .search.protocol import fit_protocol
+
+        fit_protocol(recipe, out=args.out, quiet=args.quiet)
+        return 0
     from .api import fit
 
     callbacks = []
@@ -155,6 +160,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe, parse_overrides
+    from .search.run import search
+
+    search(load_recipe(args.recipe, parse_overrides(args.set)), trials=args.trials, jobs=args.jobs,
+           storage=args.storage, out=args.out, study_name=args.study, worker_only=args.worker, quiet=args.quiet)
+    return 0
+
+
 def _lab(args: argparse.Namespace) -> int:
     from .errors import TrainwellError
     from .labs import LabOptions, describe_labs, run_lab
@@ -187,8 +201,18 @@ def _data(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fit": _fit, "resume": _resume, "recipe": _recipe, "doctor": _doctor, "report": _report, "predict": _predict,
-    "data": _data, "lab": _lab,
+    "data": _data, "lab": _lab, "search": _search,
 }
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, must be a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {value}, must be >= 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,9 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default runs/<time>-<name>)")
     f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     f.add_argument("--force", action="store_true", help="reuse a folder that holds a finished run")
+    f.add_argument("--protocol", action="store_true",
+                   help="choose the epoch count on validation (test locked), retrain on train+validation, "
+                        "evaluate the test split once")
+
     f.add_argument("--find-lr", nargs="?", const="valley", choices=("valley", "steepest", "min/10"), metavar="RULE",
                    help="run the LR range test first and train with its suggestion (rule: valley (default), "
                         "steepest, min/10); recorded in RUN_DIR/lr_find.json and lr_find.png")
+
+    se = sub.add_parser("search", help="hyperparameter search over the recipe's [search] space, then retrain "
+                        "the best on train+validation and test once")
+    se.add_argument("recipe", help="recipe TOML file with a [search] section")
+    se.add_argument("--trials", type=_positive, help="trials to complete (default search.trials)")
+    se.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine (default 1)")
+    se.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
+                    "(default: a journal file in the study folder)")
+    se.add_argument("--study", help="study name in the storage (default: the recipe's name)")
+    se.add_argument("--worker", action="store_true", help="only run trials of the (shared) study; leave the "
+                    "retrain and test to the process without --worker")
+    se.add_argument("--out", help="study folder (default runs/<time>-<name>)")
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    se.add_argument("--quiet", action="store_true", help="no per-trial lines or summary")
 
     rs = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     rs.add_argument("run_dir", help="run folder of the interrupted run")

@@ -41,6 +41,8 @@ def _type(ann: Any) -> str:
     if origin in (Union, types.UnionType):
         text = " or ".join(_type(a) for a in get_args(ann) if a is not type(None))
         return text + " (optional)" if type(None) in get_args(ann) else text
+    if origin is dict:
+        return "table: dotted key -> distribution"
     if origin in (tuple, list):
         args = [a for a in get_args(ann) if a is not Ellipsis]
         return f"list of {_type(args[0])}" if args else "list"

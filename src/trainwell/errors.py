@@ -48,3 +48,10 @@ class Interrupted(KeyboardInterrupt):
     A KeyboardInterrupt, so code that catches Ctrl-C keeps working."""
 
     exit_code = 130
+
+
+class TestSplitLocked(TrainwellError):
+    """Something tried to read the test split while hyperparameters are being chosen."""
+
+    __test__ = False      # not a pytest test class, despite the name
+    exit_code = 1

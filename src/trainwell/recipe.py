@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import RecipeError
 from .recipe_errors import field_keys as _keys
+from .search.space import SearchSection
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "identity")
 # Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
@@ -102,6 +103,10 @@ class DataSection(Section):
     shape_kinds: tuple[Literal[SHAPE_KINDS], ...] = _field(  # type: ignore[valid-type]
         SHAPE_KINDS[:5], f"Classes drawn by the `shapes` source (any of {', '.join(SHAPE_KINDS)}).",
         min_length=2)
+    train_on: Literal["train", "train+val"] = _field(
+        "train", "Rows the model trains on: the training split, or the training and validation splits merged "
+        "(the protocol's final retrain, after the hyperparameters are chosen; nothing is left to validate on). "
+        "The test rows are the same either way.")
     augment: AugmentSection = AugmentSection()
 
     @model_validator(mode="after")
@@ -507,6 +512,7 @@ class Recipe(Section):
     stopping: StoppingSection = StoppingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     watch: WatchSection = WatchSection()
+    search: SearchSection = SearchSection()
 
     @model_validator(mode="before")
     @classmethod
@@ -523,16 +529,24 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
-        if self.data.split[1] == 0:
+        no_val = "data.split has no validation fraction" if self.data.split[1] == 0 else (
+            "data.train_on = \"train+val\" leaves no validation rows" if self.data.train_on != "train" else None)
+        if no_val:
             for key, monitor in (("stopping.monitor", self.stopping.monitor if self.stopping.enabled else ""),
                                  ("schedule.monitor", getattr(self.schedule, "monitor", ""))):
                 if monitor.startswith("val_"):
-                    raise ValueError(f"{key}: got {monitor!r}, but data.split has no validation fraction; "
+                    raise ValueError(f"{key}: got {monitor!r}, but {no_val}; "
                                      "monitor a train_ column or give validation rows")
         _check_averaging(self)
         if self.loss.label_smoothing and self.loss.kind not in ("auto", "cross_entropy"):
             raise ValueError(f"loss.label_smoothing: applies to cross_entropy only, got loss.kind = "
                              f"{self.loss.kind!r}")
+        if self.search.space:
+            from .search.space import space_problems
+
+            problems = space_problems(self)
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
     # -- construction ------------------------------------------------------------------------
@@ -650,7 +664,13 @@ def _toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if k and all(c.isalnum() or c in "_-" for c in k) else _toml_value(k)
 
 
 def _emit(model: BaseModel, data: dict[str, Any], header: str | None, comments: bool, out: list[str]) -> None:
@@ -665,11 +685,20 @@ def _emit(model: BaseModel, data: dict[str, Any], header: str | None, comments: 
         if isinstance(sub, BaseModel):
             nested.append((key, sub, value))
             continue
+        if isinstance(value, dict):      # a table of tables (search.space): one line per entry
+            if value:
+                nested.append((key, None, value))
+            continue
         doc = fields[keys[key]].description if comments else None
         line = f"{key} = {_toml_value(value)}" if value is not None else f"# {key} =  (unset)"
         out.append(f"{line:<40} # {doc}" if doc else line)
     for key, sub, value in nested:
-        _emit(sub, value, f"{header}.{key}" if header else key, comments, out)
+        name = f"{header}.{key}" if header else key
+        if sub is None:
+            out.append(f"\n[{name}]")
+            out += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
+        else:
+            _emit(sub, value, name, comments, out)
 
 
 def dump_toml(recipe: BaseModel, comments: bool = False) -> str:

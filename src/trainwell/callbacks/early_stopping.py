@@ -23,6 +23,7 @@ class StopReason(StrEnum):
     STOPPING_THRESHOLD = "stopping_threshold"
     DIVERGENCE_THRESHOLD = "divergence_threshold"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"                      # a search's pruner judged the trial unpromising
 
 
 class EarlyStopping:

@@ -1,0 +1,99 @@
+"""What a finished search leaves: trials.csv, best.json, the final retrain, metrics.json, report.html,
+and one printed test score."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from ..errors import TrainwellError
+from ..recipe import Recipe
+from ..rundir import METRICS, atomic_write_text, write_json
+from .strategies import decode
+
+TRIALS_CSV, BEST = "trials.csv", "best.json"
+
+
+def trial_rows(study, recipe: Recipe) -> list[dict[str, Any]]:
+    """One row per trial, values as the recipe spells them (lists as JSON)."""
+    space = recipe.search.space
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name.lower(),
+                               "value": t.value if t.state == TrialState.COMPLETE else None}
+        for key, d in space.items():
+            v = decode(d, t.params[key]) if key in t.params else None
+            row[key] = json.dumps(v) if isinstance(v, list | dict) else v
+        attrs = t.user_attrs
+        for key in ("best_epoch", "stopped_epoch", "stop_reason", "seconds", "folder", "error"):
+            row[key] = attrs.get(key)
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            row["value_at_prune"] = t.intermediate_values[max(t.intermediate_values)]
+        rows.append(row)
+    return rows
+
+
+def trials_csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _public(url: str) -> str:
+    """A storage URL without its password."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.rsplit('@', 1)[1]}"
+
+
+def finish(study, recipe: Recipe, study_dir: Path, url: str, seconds: float, quiet: bool) -> dict[str, Any]:
+    from .run import retrain, summary
+
+    rows = trial_rows(study, recipe)
+    atomic_write_text(study_dir / TRIALS_CSV, trials_csv(rows))
+    if not any(r["state"] == "complete" for r in rows):
+        raise TrainwellError(f"search: no trial completed ({len(rows)} trials: see {study_dir / TRIALS_CSV})")
+    best = study.best_trial
+    values = {k: decode(recipe.search.space[k], v) for k, v in best.params.items()}
+    best_info = {"trial": best.number, "value": best.value, "metric": recipe.search.metric,
+                 "direction": recipe.search.direction, "params": values,
+                 "best_epoch": best.user_attrs.get("best_epoch"), "folder": best.user_attrs.get("folder")}
+    write_json(study_dir / BEST, best_info)
+    info = {**summary(study, recipe, url, seconds), "storage": _public(url)}
+    metrics: dict[str, Any] = {"search": info, "params": values, "best_trial": best_info}
+    if recipe.search.retrain:
+        final, values, epochs = retrain(study, recipe, study_dir)
+        best_val = json.loads((study_dir / best_info["folder"] / METRICS).read_text())["val"]
+        metrics.update({"test": final.metrics["test"], "val": best_val, "best_epoch": epochs,
+                        "seed": recipe.seed,
+                        "protocol": {"final": "final", "retrain_epochs": epochs,
+                                     "retrain_rows": final.metrics["rows"]["train"], "test_evaluations": 1}})
+    write_json(study_dir / METRICS, metrics)
+    if not quiet:
+        _print(metrics, study_dir)
+    return {"path": study_dir, "metrics": metrics, "study": study, "rows": rows}
+
+
+def _print(metrics: dict[str, Any], study_dir: Path) -> None:
+    s, b = metrics["search"], metrics["best_trial"]
+    print(f"search: {s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed "
+          f"of {s['trials']} trials in {s['seconds']:.0f} s ({s['strategy']})")
+    params = ", ".join(f"{k}={json.dumps(v) if not isinstance(v, float) else f'{v:.4g}'}"
+                       for k, v in b["params"].items())
+    print(f"best trial {b['trial']}: {b['metric']} {b['value']:.4f} at epoch {b['best_epoch']}  {params}")
+    if "test" in metrics:
+        p = metrics["protocol"]
+        print(f"retrained on train+validation ({p['retrain_rows']} rows) for {p['retrain_epochs']} epochs")
+        print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items()))
+    print(f"study folder: {study_dir}")
