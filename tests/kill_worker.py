@@ -5,7 +5,8 @@ signals them at chosen moments.
 
 Importing torch and trainwell takes seconds; this process does it once, never trains itself, and
 forks a fresh child per job, so every job is a real process that can be SIGKILLed mid-epoch or
-mid-save at little cost. A job is {"argv": [...], "stderr": path, "fault": ...} with fault one of
+mid-save at little cost. A job is {"argv": [...], "stderr": path, "fault": ..., "fit_argv": [...]}
+(fit_argv: run instead when the folder has no recipe.toml yet) with fault one of
   {"kind": "step", "n": N}                     SIGKILL itself at its N-th optimizer step (mid-epoch)
   {"kind": "call", "fn": "write", "n": N}      SIGKILL itself at its N-th os.write/fsync/replace call
                                                (inside a checkpoint, manifest or history write)
@@ -95,6 +96,9 @@ def _wait_for_first_save(pid: int, manifest: Path, before: int | None, timeout: 
 
 
 def run_job(job: dict) -> dict:
+    if job.get("fit_argv") and not (Path(job["run_dir"]) / "recipe.toml").exists():
+        # Killed before its recipe.toml was written, the folder holds nothing to resume: fit again.
+        job = {**job, "argv": job["fit_argv"]}
     manifest = Path(job["run_dir"]) / "checkpoints" / "manifest.json"
     before = _mtime(manifest)
     pid = os.fork()
@@ -115,7 +119,7 @@ def run_job(job: dict) -> dict:
     if status is None:
         _, status = os.waitpid(pid, 0)
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    return {"fault": fault, "killed": killed, "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+    return {"fault": fault, "killed": killed, "command": job["argv"][0], "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "seconds": round(time.monotonic() - tic, 3)}
 
 

@@ -55,17 +55,21 @@ KILL_SEED = 4
 
 def _plan(tmp: Path) -> tuple[list[dict], Path, Path]:
     rng = random.Random(KILL_SEED)
+    # Step and write faults first: each lands within a child's first 9 steps or 12 calls, long before
+    # the run (40 steps) can end, so at least 6 kills happen whatever the machine's speed; then two
+    # kills at random wall-clock moments, which may come after the run ended on a fast machine.
     faults = ([{"kind": "step", "n": rng.randint(3, 9)} for _ in range(3)]
               + [{"kind": "call", "fn": rng.choice(["write", "fsync", "replace"]), "n": rng.randint(1, 12)}
-                 for _ in range(3)]
-              + [{"kind": "wall", "seconds": round(rng.uniform(0.0, 0.6), 3)} for _ in range(2)])
+                 for _ in range(3)])
     rng.shuffle(faults)
+    faults += [{"kind": "wall", "seconds": round(rng.uniform(0.0, 0.3), 3)} for _ in range(2)]
     ref, killed, signalled = tmp / "reference", tmp / "killed", tmp / "signalled"
     jobs = [{"argv": ["fit", "--quiet", "--out", str(ref), *SETS], "run_dir": str(ref)}]
+    fit = ["fit", "--quiet", "--out", str(killed), *SETS]
     for i, fault in enumerate(faults):
-        argv = ["fit", "--quiet", "--out", str(killed), *SETS] if i == 0 else ["resume", str(killed), "--quiet"]
-        jobs.append({"argv": argv, "run_dir": str(killed), "fault": fault})
-    jobs.append({"argv": ["resume", str(killed), "--quiet"], "run_dir": str(killed)})
+        argv = fit if i == 0 else ["resume", str(killed), "--quiet"]
+        jobs.append({"argv": argv, "run_dir": str(killed), "fault": fault, "fit_argv": fit})
+    jobs.append({"argv": ["resume", str(killed), "--quiet"], "run_dir": str(killed), "fit_argv": fit})
     # SIGINT, then SIGTERM, then a clean finish, in a third folder.
     jobs.append({"argv": ["fit", "--quiet", "--out", str(signalled), *SETS], "run_dir": str(signalled),
                  "fault": {"kind": "signal", "signal": "SIGINT", "seconds": 0.05}})
@@ -102,6 +106,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(processes):
     assert len(kills) >= 5 and len(mid_save) >= 2
     assert results[0]["exit"] == 0 and results[len(kill_jobs) + 1]["exit"] == 0, errs
     assert all(r["exit"] in (0, None) for r in kill_jobs), errs      # a job may also finish before its fault
+    assert all(r["killed"] for r in kill_jobs[:6])
     assert_same_run(tmp / "reference", tmp / "killed")
     assert not list((tmp / "killed").rglob(".tmp-*"))
 
