@@ -68,14 +68,14 @@ def finish(study, recipe: Recipe, study_dir: Path, url: str, seconds: float, qui
     values = {k: decode(recipe.search.space[k], v) for k, v in best.params.items()}
     best_info = {"trial": best.number, "value": best.value, "metric": recipe.search.metric,
                  "direction": recipe.search.direction, "params": values,
-                 "best_epoch": best.user_attrs.get("best_epoch"), "folder": best.user_attrs.get("folder")}
+                 "best_epoch": best.user_attrs.get("best_epoch"), "folder": best.user_attrs.get("folder"),
+                 "worker": best.user_attrs.get("worker")}
     write_json(study_dir / BEST, best_info)
     info = {**summary(study, recipe, url, seconds), "storage": _public(url)}
     metrics: dict[str, Any] = {"search": info, "params": values, "best_trial": best_info}
     if recipe.search.retrain:
         final, values, epochs = retrain(study, recipe, study_dir)
-        best_val = json.loads((study_dir / best_info["folder"] / METRICS).read_text())["val"]
-        metrics.update({"test": final.metrics["test"], "val": best_val, "best_epoch": epochs,
+        metrics.update({"test": final.metrics["test"], "val": best.user_attrs.get("val", {}), "best_epoch": epochs,
                         "seed": recipe.seed,
                         "protocol": {"final": "final", "retrain_epochs": epochs,
                                      "retrain_rows": final.metrics["rows"]["train"], "test_evaluations": 1}})
