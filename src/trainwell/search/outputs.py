@@ -80,6 +80,9 @@ def finish(study, recipe: Recipe, study_dir: Path, url: str, seconds: float, qui
                         "protocol": {"final": "final", "retrain_epochs": epochs,
                                      "retrain_rows": final.metrics["rows"]["train"], "test_evaluations": 1}})
     write_json(study_dir / METRICS, metrics)
+    from .report import write_search_report
+
+    write_search_report(study_dir, study, recipe, metrics, rows)
     if not quiet:
         _print(metrics, study_dir)
     return {"path": study_dir, "metrics": metrics, "study": study, "rows": rows}

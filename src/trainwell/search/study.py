@@ -287,8 +287,8 @@ def rescue(study: optuna.Study, worker: str | None) -> list[int]:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
+            storage.set_trial_user_attr(trial_id, "error", f"worker {t.user_attrs.get('worker')} died")
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                storage.set_trial_user_attr(trial_id, "error", f"worker {t.user_attrs.get('worker')} died")
                 retry(study, storage.get_trial(trial_id))
                 failed.append(t.number)
         except optuna.exceptions.UpdateFinishedTrialError:
