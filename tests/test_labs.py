@@ -202,3 +202,75 @@ def test_fit_find_lr_trains_with_the_suggestion_and_records_it(tmp_path, capsys)
     assert tomllib.loads((out / "recipe.toml").read_text())["optimizer"]["lr"] == pytest.approx(record["lr"])
     assert f"optimizer.lr = {record['lr']:.3g} (steepest rule" in printed
     assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_regularization_narrows_the_gap_of_an_overfitting_net(tmp_path):
+    from trainwell.labs.regularization import VARIANTS, gap
+
+    result, page = run_lab("regularization", QUICK, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    assert result.column("variant") == list(VARIANTS)
+    rows = {r["variant"]: r for r in result.records()}
+    assert rows["none"]["train acc"] > rows["none"]["val acc"]          # it does overfit
+    assert gap(result, "none") > 1.5 * gap(result, "L2 penalty")
+    assert gap(result, "none") > 1.5 * gap(result, "dropout")
+    assert rows["early stopping"]["epochs"] < rows["none"]["epochs"]    # stopped before the budget ran out
+    assert "regularization_boundaries" in [f.name for f in result.figures]   # 2-D data: the boundaries drawn
+
+
+def test_random_search_finds_a_better_important_value_than_grid(tmp_path):
+    import numpy as np
+
+    from trainwell.labs.search_layout import TRIALS, grid_layout
+
+    result, page = run_lab("search-layout", QUICK, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    rows = {r["layout"]: r for r in result.records()}
+    assert rows["grid"]["distinct x values"] == 3 and rows["random"]["distinct x values"] == TRIALS
+    assert rows["random"]["median |x_best − x*|"] < rows["grid"]["median |x_best − x*|"]
+    # the grid's x values are 1/6, 1/2, 5/6: its best x can never be further than 1/6 from x*
+    assert len(np.unique(grid_layout()[:, 0])) == 3
+    assert max(r["best"]["grid"]["x_miss"] for r in result.series["repeats"]) <= 1 / 6 + 1e-12
+
+
+def test_ablate_has_one_row_per_variant_with_mean_and_std_over_seeds(tmp_path):
+    import numpy as np
+
+    from trainwell.labs.ablate import variants
+    from trainwell.recipe import load_recipe
+
+    sets = {"data.source": "iris", "model.hidden": [16], "model.norm": "none", "model.dropout": 0.2,
+            "schedule.kind": "constant", "stopping.enabled": False, "train.batch_size": 16, "optimizer.lr": 0.01,
+            "train.epochs": 4}
+    options = LabOptions(quick=True, seeds=2, overrides=sets)
+    result, page = run_lab("ablate", options, out=tmp_path, quiet=True)
+    _check_outputs(result, page)
+    expected = variants(load_recipe(None, sets))
+    # used techniques are switched off, the usual ones that are not used are switched on
+    assert {"− dropout", "+ batch norm", "+ weight decay", "+ label smoothing", "+ early stopping",
+            "+ LR schedule"} <= set(expected)
+    assert result.column("variant") == ["baseline", *expected]
+    for row in result.records():
+        per_seed = result.series[row["variant"]]
+        assert len(per_seed["val"]) == 2
+        assert row["val accuracy"] == pytest.approx(np.mean(per_seed["val"]))
+        assert row["val std"] == pytest.approx(np.std(per_seed["val"], ddof=1))
+        assert row["test std"] == pytest.approx(np.std(per_seed["test"], ddof=1))
+        base = result.series["baseline"]
+        assert row["Δ test"] == pytest.approx(np.mean(per_seed["test"]) - np.mean(base["test"]))
+    assert result.records()[0]["Δ val"] == 0
+    assert result.records()[0]["val accuracy"] > 0.5             # the tiny recipe does learn iris
+
+
+def test_ablate_variants_follow_the_recipe():
+    from trainwell.labs.ablate import _apply, variants
+    from trainwell.recipe import load_recipe
+
+    r = load_recipe(None, {"data.source": "moons", "regularization.l2": 1e-3, "data.augment.mixup_alpha": 0.2,
+                           "schedule.kind": "step", "schedule.warmup_epochs": 1})
+    v = variants(r)
+    assert v["− L2 penalty"] == {"regularization.l2": 0.0} and "− mixup" in v and "− warmup" in v
+    assert "+ label smoothing" not in v           # binary moons: bce_with_logits, smoothing would do nothing
+    off = _apply(r, v["− LR schedule"])
+    assert off.schedule.kind == "constant" and off.schedule.warmup_epochs == 1
+    assert _apply(r, v["− dropout"]).model.dropout == 0.0

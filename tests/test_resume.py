@@ -286,3 +286,17 @@ def test_callback_state_is_saved_so_averaged_models_resume_exactly(tmp_path, fin
     resumed = tw.resume(out, quiet=True)
     assert resumed.metrics["model"] == whole.metrics["model"] != "plain"
     assert_same_run(ref, out)
+
+
+def test_timed_checkpoints_inside_epochs_do_not_change_the_run(reference, tmp_path):
+    """checkpoint.every_minutes (here 60 microseconds: after every step) saves at other moments than
+    the reference's every 3 steps; saving never perturbs training, so the resume equals the reference."""
+    timed = {**RECIPE, "checkpoint.every_steps": 0, "checkpoint.every_minutes": 1e-9}
+    out = tmp_path / "run"
+    with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
+        _crash_on(m, loop.Trainer, "_step", 21)
+        tw.fit(out=out, quiet=True, **timed)
+    _, meta = ckpt.load_checkpoint(out / "checkpoints" / "last.safetensors")
+    assert meta["cursor"] is not None and meta["step"] == 20
+    tw.resume(out, quiet=True, **{"checkpoint.every_steps": 3, "checkpoint.every_minutes": 10.0})
+    assert_same_run(reference, out)

@@ -23,10 +23,16 @@ LABS: dict[str, tuple[str, str]] = {
              "tanh/ReLU with N(0,0.01), N(0,1), Xavier, He"),
     "optimizers": ("optimizers", "SGD, momentum, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam, AdamW on "
                    "Rosenbrock, Beale, a saddle, an ill-conditioned quadratic"),
+    "regularization": ("regularization", "an overfitting net without and with L2, weight decay, L1, dropout, "
+                       "DropConnect, batch norm, label smoothing, early stopping, augmentation"),
     "lr-range": ("lr_range", "the LR range test: loss vs exponentially growing LR, steepest/valley/min÷10 "
                  "suggestions and their spread over seeds"),
     "schedules": ("schedule_curves", "the learning-rate curve of every schedule kind (and warmup) over one run, "
                   "in one figure"),
+    "search-layout": ("search_layout", "grid vs random search with one important and one unimportant "
+                      "hyperparameter (Bergstra & Bengio 2012)"),
+    "ablate": ("ablate", "RECIPE as baseline plus one variant per technique switched off/on, several seeds: "
+               "mean ± std and the difference"),
 }
 
 
