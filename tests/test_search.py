@@ -220,5 +220,6 @@ def test_jobs_run_in_processes_and_a_killed_worker_is_replaced(tmp_path):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert [t.number for t in failed] == [victim.number] and len(complete) == 3
     retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1 and retry[0].params == failed[0].params
+    # The retry keeps the values the dead trial had drawn (all, or the first ones if it died early).
+    assert len(retry) == 1 and failed[0].params.items() <= retry[0].params.items()
     assert "queued again" in stdout and sum(line.startswith("test ") for line in stdout.splitlines()) == 1

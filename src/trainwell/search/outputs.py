@@ -30,8 +30,10 @@ def trial_rows(study, recipe: Recipe) -> list[dict[str, Any]]:
             v = decode(d, t.params[key]) if key in t.params else None
             row[key] = json.dumps(v) if isinstance(v, list | dict) else v
         attrs = t.user_attrs
-        for key in ("best_epoch", "stopped_epoch", "stop_reason", "seconds", "folder", "error"):
+        for key in ("best_epoch", "stopped_epoch", "stop_reason", "seconds", "folder"):
             row[key] = attrs.get(key)
+        # A retried trial inherits its dead predecessor's attributes: the error belongs to failures only.
+        row["error"] = attrs.get("error") if t.state == TrialState.FAIL else None
         if t.state == TrialState.PRUNED and t.intermediate_values:
             row["value_at_prune"] = t.intermediate_values[max(t.intermediate_values)]
         rows.append(row)
