@@ -190,3 +190,16 @@ def test_an_average_started_after_a_resume_without_its_state_says_so():
     restored.load_state_dict(fresh.state_dict())
     restored.fit_start(trainer)
     assert restored.note is None
+
+
+@pytest.mark.parametrize("extra", [{"train.ema_decay": 0.9}, {"train.swa.start_epoch": 2, "train.swa.lr": 0.005}])
+def test_a_resumed_run_averages_exactly_like_an_uninterrupted_one(tiny, tmp_path, extra):
+    base = {**tiny, **QUIET, "schedule.kind": "constant", "stopping.enabled": False, **extra}
+    full = tw.fit(out=tmp_path / "full", quiet=True, **{**base, "train.epochs": 4})
+    tw.fit(out=tmp_path / "part", quiet=True, **{**base, "train.epochs": 2})
+    resumed = tw.resume(tmp_path / "part", quiet=True, **{"train.epochs": 4})
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    kind = "ema" if "train.ema_decay" in extra else "swa"
+    assert resumed.metrics[kind] == full.metrics[kind] and "note" not in resumed.metrics[kind]
+    assert resumed.metrics["test"] == full.metrics["test"]

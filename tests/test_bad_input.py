@@ -143,6 +143,8 @@ CASES = [
          ("loss.label_smoothing", "cross_entropy only", "'mse'")),
     Case("freeze-without-from", fit(*sets("init.freeze=1")), ("init.freeze", "set init.from")),
     Case("recipe-is-a-folder", ("fit", "{w}/images", "--out", "{out}"), ("images: cannot read recipe",)),
+    Case("synthetic-too-big", fit(*sets("data.n_samples=3000000000")),
+         ("data.n_samples: got 3000000000 rows", "at most 1e+08")),
     Case("recipe-missing", ("fit", "{w}/nope.toml", "--out", "{out}"), ("nope.toml: recipe file not found",)),
     Case("recipe-not-toml", ("fit", "{w}/not_toml.toml", "--out", "{out}"), ("not_toml.toml: not valid TOML",)),
     Case("set-syntax", fit("--set", "optimizer.lr"), ("--set 'optimizer.lr'", "expected KEY=VALUE"),
@@ -201,6 +203,14 @@ CASES = [
     Case("out-under-a-file", fit(out="{w}/a_file/run"),
          ("a_file/run", "cannot create the run folder")),
     # ---- predict
+    # ---- resume
+    Case("resume-no-run", ("resume", "{w}/no_such_run"), ("no_such_run", "not a trainwell run folder")),
+    Case("resume-truncated", ("resume", "{w}/cut_last"),
+         ("cut_last/checkpoints/last.safetensors", "corrupt or truncated")),
+    Case("resume-changed-recipe", ("resume", "{w}/edited"),
+         ("edited: cannot resume", "model.hidden: [8] -> [16]", "may change"), subprocess=True),
+    Case("resume-finished", ("resume", "{w}/done"), ("done", "already ended at epoch 2", "nothing to resume")),
+    Case("resume-bad-set", ("resume", "{w}/cut_last", "--set", "train.epochs=0"), ("train.epochs: got 0",)),
     # ---- doctor, report
     Case("doctor-no-run", ("doctor", "{w}/no_such_run"), ("no_such_run", "not a run folder"), subprocess=True),
     Case("report-no-run", ("report", "{w}/empty_run"), ("empty_run", "not a run folder")),
@@ -220,6 +230,8 @@ CASES = [
     Case("preview-count", ("data", "preview", "--count", "0"), ("argument --count: got 0", "must be >= 1")),
     Case("overfit-steps", ("doctor", "--overfit-batch", "{w}/done/recipe.toml", "--steps", "-5"),
          ("argument --steps: got -5", "must be >= 1")),
+    Case("lab-out-under-a-file", ("lab", "gd-path", "--quick", "--out", "{w}/a_file/lab"),
+         ("--out", "a_file/lab", "is a file, not a folder")),
     Case("predict-wrong-shape", ("predict", "{w}/done", "{w}/wide.csv"),
          ("wide.csv", "rows of shape (4,)", "trained on rows of shape (2,)")),
 ]
@@ -285,7 +297,7 @@ def test_finished_run_is_refused_but_force_reuses_it(world, tmp_path, capsys):
 def test_docs_table_lists_every_case():
     """docs/errors.md holds one row per case id, so the table and the test cannot drift apart."""
     text = (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
-    missing = [i for i in [c.id for c in CASES] + ["unwritable-out"] if f"`{i}`" not in text]
+    missing = [i for i in [c.id for c in CASES] + ["unwritable-out", "resume-locked"] if f"`{i}`" not in text]
     assert not missing
 
 
@@ -304,3 +316,18 @@ def test_a_failed_run_does_not_block_a_rerun(tmp_path):
     run = tw.fit(out=tmp_path / "r", quiet=True, **over)
     assert (run.path / "metrics.json").exists() and len(run.history) == 2
 
+
+def test_a_second_process_resuming_a_run_in_use_is_refused(world):
+    """This test process holds the run's lock, as a training or resuming process would; a real
+    `trainwell resume` subprocess must refuse, one line, exit 2, the folder untouched."""
+    from trainwell.rundir import run_lock
+
+    with run_lock(world / "busy"):
+        before = _hashes(world)
+        answers = [_run(Case("resume-locked", argv, (), subprocess=True), world, world, None)
+                   for argv in (("resume", "{w}/busy"), ("fit", "{w}/busy/recipe.toml", "--out", "{w}/busy"))]
+        assert _hashes(world) == before
+    for code, err in answers:
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "busy: in use by another trainwell process" in lines[0] and f"pid {os.getpid()}" in lines[0]

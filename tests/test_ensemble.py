@@ -252,3 +252,14 @@ def test_the_report_tables_each_member_the_mean_member_and_the_ensemble(tiny, tm
         assert f"<td>{name}</td>" in table
     acc = run.metrics["ensemble"]["test"]["accuracy"]
     assert f"<td>{acc:.4g}</td>" in table
+
+
+def test_a_resumed_run_keeps_its_snapshots(tiny, tmp_path):
+    base = {**tiny, **QUIET, **SNAP, "train.snapshots": 2}
+    full = tw.fit(out=tmp_path / "full", quiet=True, **{**base, "train.epochs": 4})
+    tw.fit(out=tmp_path / "part", quiet=True, **{**base, "train.epochs": 3})
+    resumed = tw.resume(tmp_path / "part", quiet=True, **{"train.epochs": 4})   # epoch 3's snapshot came before
+    assert resumed.metrics["snapshots"] == full.metrics["snapshots"]
+    assert [s["epoch"] for s in full.metrics["snapshots"]["snapshots"]] == [3, 4]
+    for a, b in zip(full.model.members, resumed.model.members):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -340,7 +340,10 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
               f"best epoch {metrics['best_epoch']}")
     if test:
         con.print(f"[bold]test[/bold]  {test}" + (f"  ({metrics['model']} model)" if "plain" in metrics else ""))
-    if "plain" in metrics and metrics["plain"]["test"]:
-        con.print("plain model test  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics["plain"]["test"].items()))
+    compare = [("plain model", metrics.get("plain")),
+               ("mean member", metrics.get(metrics.get("model", ""), {}).get("mean_member"))]
+    for name, figures in compare:
+        if figures and figures["test"]:
+            con.print(f"{name} test  " + "  ".join(f"{k} {v:.4f}" for k, v in figures["test"].items()))
     if run_dir is not None:
         con.print(f"run folder: {run_dir}")

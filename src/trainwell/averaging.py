@@ -58,7 +58,7 @@ class WeightAveraging(Callback):
         self.swa = train_section.swa
         self.averaged: AveragedModel | None = None
         self.epochs: list[int] = []                 # SWA: the epochs whose end weights were averaged
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, torch.Tensor] | None = None
         self.note: str | None = None
 
     @classmethod
@@ -74,7 +74,7 @@ class WeightAveraging(Callback):
                              "weights from there on only")
             self.averaged = self._wrap(trainer.model)
             if self._pending is not None:
-                self.averaged.load_state_dict(self._pending["tensors"])
+                self.averaged.load_state_dict(self._pending)
                 self._pending = None
         self._set_lr(trainer)
 
@@ -114,16 +114,17 @@ class WeightAveraging(Callback):
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        tensors = self.averaged.state_dict() if self.averaged is not None else {}
-        return {"tensors": {k: v.detach().clone() for k, v in tensors.items()}, "epochs": list(self.epochs)}
+        """Saved in every checkpoint (runstate.py): a resume or a NaN rollback restores the average."""
+        return {"average": self.averaged.state_dict() if self.averaged is not None else {},
+                "epochs": list(self.epochs)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores the average; before `fit_start` it is kept until the model to wrap is known."""
         self.epochs = list(state["epochs"])
         if self.averaged is not None:
-            self.averaged.load_state_dict(state["tensors"])
+            self.averaged.load_state_dict(state["average"])
         else:
-            self._pending = state
+            self._pending = state["average"]
 
     # ------------------------------------------------------------------------------ the end
     def averaged_model(self, train_x: torch.Tensor, batch_size: int) -> nn.Module | None:

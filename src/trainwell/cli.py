@@ -128,6 +128,19 @@ def _output_file(out: str) -> Path:
     return path
 
 
+def _output_folder(out: str | None) -> None:
+    """An --out FOLDER: refused up front when it, or the folder it would be made in, is a file."""
+    from .errors import TrainwellError
+
+    if out is None:
+        return
+    for path in (Path(out), *Path(out).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise TrainwellError(f"--out {out}: {str(path)!r} is a file, not a folder; choose another path")
+            return
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
@@ -170,6 +183,7 @@ def _lab(args: argparse.Namespace) -> int:
 
     options = LabOptions(quick=args.quick, seed=args.seed, seeds=args.seeds, recipe=args.recipe,
                          overrides=parse_overrides(args.set))
+    _output_folder(args.out)
     _, page = run_lab(args.name, options, out=args.out)
     print(f"lab page: {page}")
     return 0

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .averaging import evaluate_splits
+from .errors import Interrupted
 from .loop import Callback, SplitTensors, Trainer
 from .schedules import cycle_end_steps
 
@@ -161,7 +162,12 @@ class EnsembleRun:
                           n_classes=first.n_classes, train=member_rows(self.recipe, k, prepared.train),
                           val=prepared.val, device=first.device,
                           progress=ProgressBar() if ProgressBar.wanted(self.quiet) else None)
-        trainer.fit()
+        try:
+            trainer.fit()
+        except Interrupted as exc:      # members after the first keep no checkpoint: say what a resume does
+            n, where = self.recipe.train.ensemble.members, first.run_dir
+            hint = f"; member 1 is saved, `trainwell resume {where}` trains members 2..{n} again" if where else ""
+            raise Interrupted(f"{exc} (ensemble member {k + 1} of {n}){hint}") from None
         return trainer
 
 
@@ -192,7 +198,8 @@ class Snapshots(Callback):
                               {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": [s for s, _ in self.kept], "weights": [w for _, w in self.kept]}
+        """Saved in every checkpoint (runstate.py): a resume or a NaN rollback restores the snapshots."""
+        return {"steps": [step for step, _ in self.kept], "weights": [weights for _, weights in self.kept]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kept = deque(zip(state["steps"], state["weights"]), maxlen=self.k)

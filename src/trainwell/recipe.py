@@ -35,6 +35,9 @@ def _field(default: Any, doc: str, **kw: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- data
+# Values a synthetic source may generate (rows x values per row): a typo such as n_samples = 3e9
+# is refused up front instead of exhausting the memory.
+MAX_SYNTHETIC_VALUES = 10**8
 SHAPE_KINDS = ("circle", "square", "triangle", "cross", "ring", "diamond")
 FILE_FORMATS = ("auto", "csv", "tsv", "parquet", "npy", "npz", "idx", "cifar10", "cifar100", "image_folder")
 
@@ -117,6 +120,17 @@ class DataSection(Section):
                              "fractions must sum to 1")
         if len(set(self.shape_kinds)) != len(self.shape_kinds):
             raise ValueError(f"data.shape_kinds: got {list(self.shape_kinds)}, each kind at most once")
+        return self
+
+    @model_validator(mode="after")
+    def _check_synthetic_size(self) -> DataSection:
+        # Values per generated row (shapes: 16-pixel images unless data.image_size says otherwise).
+        per_row = {"spirals": 2, "moons": 2, "circles": 2, "teacher": self.features, "polynomial": self.features,
+                   "shapes": self.channels * (self.image_size or 16) ** 2}.get(self.source)
+        if per_row is not None and self.n_samples * per_row > MAX_SYNTHETIC_VALUES:
+            raise ValueError(f"data.n_samples: got {self.n_samples} rows of {per_row} values from {self.source!r}, "
+                             f"{self.n_samples * per_row:.3g} in all; a synthetic source makes at most "
+                             f"{MAX_SYNTHETIC_VALUES:.0e} (lower data.n_samples, data.features or data.image_size)")
         return self
 
 
