@@ -274,3 +274,19 @@ def test_ablate_variants_follow_the_recipe():
     off = _apply(r, v["− LR schedule"])
     assert off.schedule.kind == "constant" and off.schedule.warmup_epochs == 1
     assert _apply(r, v["− dropout"]).model.dropout == 0.0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["lab", "gd-path", "recipe.toml"], "lab gd-path: takes no RECIPE or --set"),
+    (["lab", "init", "--seeds", "3"], "lab init: takes no --seeds"),
+    (["lab", "ablate", "--seeds", "0"], "--seeds got 0, must be >= 1"),
+    (["lab", "ablate", "no-such-recipe.toml"], "no-such-recipe.toml: recipe file not found"),
+    (["lab", "lr-range", "--set", "optimizer.lr=-1"], "optimizer.lr"),
+    (["lab"], "give a lab NAME"),
+])
+def test_bad_lab_arguments_are_one_line_and_exit_2(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err, err
+    assert not (tmp_path / "runs").exists()                  # nothing written

@@ -97,6 +97,9 @@ def test_search_cli_runs_trials_retrains_and_prints_one_test_score(tmp_path):
     assert final_recipe.optimizer.lr == pytest.approx(best["params"]["optimizer.lr"])
     assert list(final_recipe.model.hidden) == best["params"]["model.hidden"]
     assert final_recipe.data.train_on == "train+val" and not final_recipe.search.space
+    page = (out / "report.html").read_text()
+    assert 'id="fig-history"' in page and 'id="fig-slices"' in page and "id='test-score'" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
 def test_grid_search_runs_each_point_once_and_caps_the_budget(tmp_path):
@@ -178,3 +181,45 @@ def test_cli_fit_protocol_prints_one_test_score(tmp_path):
     assert sum(line.startswith("test ") for line in proc.stdout.splitlines()) == 1
     m = json.loads((tmp_path / "p" / "metrics.json").read_text())
     assert m["protocol"]["test_evaluations"] == 1 and (tmp_path / "p" / "select" / "history.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("search-jobs")
+def test_jobs_run_in_processes_and_a_killed_worker_is_replaced(tmp_path):
+    """--jobs 2 on the journal file: a worker SIGKILLed mid-trial has its trial failed by the parent and
+    queued again with the same values; the study still completes exactly the requested trials."""
+    import os
+    import signal
+    import time
+
+    from trainwell.search.study import open_storage
+
+    recipe_path = _search_recipe(tmp_path, trials=3)
+    recipe = tw.load_recipe(recipe_path, {"train.epochs": 30, "stopping.enabled": False})
+    recipe_path.write_text(recipe.to_toml())
+    out = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "trainwell.cli", "search", str(recipe_path), "--jobs", "2",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        if not (out / "study.journal").exists():
+            continue
+        study = optuna.load_study(study_name="tiny-search", storage=open_storage(str(out / "study.journal"),
+                                                                                  recipe.search))
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and "worker" in running[0].user_attrs:
+            victim = running[0]
+    assert victim is not None, "no trial started"
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    study = optuna.load_study(study_name="tiny-search", storage=open_storage(str(out / "study.journal"),
+                                                                              recipe.search))
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert [t.number for t in failed] == [victim.number] and len(complete) == 3
+    retry = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
+    # The retry keeps the values the dead trial had drawn (all, or the first ones if it died early).
+    assert len(retry) == 1 and failed[0].params.items() <= retry[0].params.items()
+    assert "queued again" in stdout and sum(line.startswith("test ") for line in stdout.splitlines()) == 1

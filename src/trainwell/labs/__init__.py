@@ -36,6 +36,11 @@ LABS: dict[str, tuple[str, str]] = {
 }
 
 
+# The labs that read a recipe (RECIPE, --set) and the ones that repeat over seeds (--seeds).
+RECIPE_LABS = ("regularization", "lr-range", "ablate")
+SEEDS_LABS = ("lr-range", "search-layout", "ablate")
+
+
 @dataclass(frozen=True)
 class LabOptions:
     quick: bool = False                  # a much smaller run, for tests and a first look
@@ -68,12 +73,23 @@ def run_lab(name: str, options: LabOptions | None = None, out: str | Path | None
 
     options = options or LabOptions()
     module = lab_module(name)
+    check_options(name, options)
     result = module.run(options)
     result.settings = {"lab": name, "quick": options.quick, "seed": options.seed, **result.settings}
     page = write_lab(result, Path(out) if out is not None else default_out(name), _command(name, options, out))
     if not quiet:
         print_table(result)
     return result, page
+
+
+def check_options(name: str, o: LabOptions) -> None:
+    """Options a lab would silently ignore are an error instead."""
+    if (o.recipe is not None or o.overrides) and name not in RECIPE_LABS:
+        raise TrainwellError(f"lab {name}: takes no RECIPE or --set (only {', '.join(RECIPE_LABS)} do)")
+    if o.seeds is not None and name not in SEEDS_LABS:
+        raise TrainwellError(f"lab {name}: takes no --seeds (only {', '.join(SEEDS_LABS)} do); use --seed")
+    if o.seeds is not None and o.seeds < 1:
+        raise TrainwellError(f"lab {name}: --seeds got {o.seeds}, must be >= 1")
 
 
 def _command(name: str, o: LabOptions, out: str | Path | None) -> str:

@@ -14,7 +14,8 @@ The surfaces show one difficulty each:
 Learning rates are per surface and family (SGD-like / adaptive), the same for every optimizer of
 a family, so SGD and momentum are compared at the same LR (RMSProp takes a tenth, see below);
 AdaDelta runs with torch's default lr = 1: its steps start at about sqrt(eps) = 1e-3 and grow
-only as its own update history does, which is why it is slow on every surface here.
+only as its own update history does, which is why it is slow on every surface here (within
+1500 steps it reaches the tolerance on the saddle only).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _layouts_figure(rep: dict) -> bytes:
         top.tick_params(labelbottom=False, labelsize=7)
         left.plot(SMALL * (xs - opt[1]) ** 2, xs, color="black", lw=2)
         left.text(0.5, 0.5, f"h(y) ≤ {SMALL:g}:\nnearly flat", fontsize=7, ha="center", va="center",
-                  transform=left.transAxes, color="#555")
+                  transform=left.transAxes, color="#555", bbox={"facecolor": "white", "edgecolor": "none"})
         for y in np.unique(np.round(pts[:, 1], 9)):
             left.axhline(y, color="#1f77b4", lw=1)
         left.set_xlim(0, 1)         # same scale as g(x): h(y) hardly moves

@@ -30,8 +30,10 @@ def trial_rows(study, recipe: Recipe) -> list[dict[str, Any]]:
             v = decode(d, t.params[key]) if key in t.params else None
             row[key] = json.dumps(v) if isinstance(v, list | dict) else v
         attrs = t.user_attrs
-        for key in ("best_epoch", "stopped_epoch", "stop_reason", "seconds", "folder", "error"):
+        for key in ("best_epoch", "stopped_epoch", "stop_reason", "seconds", "folder"):
             row[key] = attrs.get(key)
+        # A retried trial inherits its dead predecessor's attributes: the error belongs to failures only.
+        row["error"] = attrs.get("error") if t.state == TrialState.FAIL else None
         if t.state == TrialState.PRUNED and t.intermediate_values:
             row["value_at_prune"] = t.intermediate_values[max(t.intermediate_values)]
         rows.append(row)
@@ -68,18 +70,21 @@ def finish(study, recipe: Recipe, study_dir: Path, url: str, seconds: float, qui
     values = {k: decode(recipe.search.space[k], v) for k, v in best.params.items()}
     best_info = {"trial": best.number, "value": best.value, "metric": recipe.search.metric,
                  "direction": recipe.search.direction, "params": values,
-                 "best_epoch": best.user_attrs.get("best_epoch"), "folder": best.user_attrs.get("folder")}
+                 "best_epoch": best.user_attrs.get("best_epoch"), "folder": best.user_attrs.get("folder"),
+                 "worker": best.user_attrs.get("worker")}
     write_json(study_dir / BEST, best_info)
     info = {**summary(study, recipe, url, seconds), "storage": _public(url)}
     metrics: dict[str, Any] = {"search": info, "params": values, "best_trial": best_info}
     if recipe.search.retrain:
         final, values, epochs = retrain(study, recipe, study_dir)
-        best_val = json.loads((study_dir / best_info["folder"] / METRICS).read_text())["val"]
-        metrics.update({"test": final.metrics["test"], "val": best_val, "best_epoch": epochs,
+        metrics.update({"test": final.metrics["test"], "val": best.user_attrs.get("val", {}), "best_epoch": epochs,
                         "seed": recipe.seed,
                         "protocol": {"final": "final", "retrain_epochs": epochs,
                                      "retrain_rows": final.metrics["rows"]["train"], "test_evaluations": 1}})
     write_json(study_dir / METRICS, metrics)
+    from .report import write_search_report
+
+    write_search_report(study_dir, study, recipe, metrics, rows)
     if not quiet:
         _print(metrics, study_dir)
     return {"path": study_dir, "metrics": metrics, "study": study, "rows": rows}

@@ -47,7 +47,7 @@ def search(recipe: Recipe, *, trials: int | None = None, jobs: int = 1, storage:
     store = open_storage(url, recipe.search)
     study, created = open_study(store, name, recipe, trials)
     if storage is None and not created:
-        rescue(study, store, None)      # a search resumed in its folder: its old workers are gone
+        rescue(study, None)      # a search resumed in its folder: its old workers are gone
     tic = time.perf_counter()
     if jobs == 1:
         work(study, store, recipe, study_dir, quiet)
@@ -78,7 +78,7 @@ def _parallel(study, store, recipe: Recipe, study_dir: Path, url: str, name: str
                 continue
             procs.remove(p)
             if p.exitcode != 0:
-                lost = rescue(study, store, f"{host}:{p.pid}")
+                lost = rescue(study, f"{host}:{p.pid}")
                 if lost and not quiet:
                     print(f"worker {p.pid} exited with code {p.exitcode}; trial(s) {lost} queued again")
     work(study, store, recipe, study_dir, quiet)    # anything queued again after the last worker left

@@ -52,8 +52,7 @@ def open_storage(url: str, search) -> optuna.storages.BaseStorage:
     else is a journal file (Optuna's file storage for parallel workers on one host)."""
     if "://" in url:
         try:
-            return RDBStorage(url, heartbeat_interval=search.heartbeat_interval, grace_period=search.grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES))
+            return _rdb(url, search)
         except (ImportError, ModuleNotFoundError) as exc:
             raise TrainwellError(f"--storage {url}: the database driver is missing ({exc}); for PostgreSQL "
                                  "install trainwell[postgres]") from None
@@ -63,6 +62,38 @@ def open_storage(url: str, search) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(url))
+
+
+def _rdb(url: str, search, attempts: int = 5) -> RDBStorage:
+    """RDBStorage with heartbeats. Workers starting together race to create the schema in an empty
+    database; the loser sees a duplicate-key error, and a second try finds the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():    # Optuna marks the heartbeat arguments experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    sqlalchemy_url(url), heartbeat_interval=search.heartbeat_interval,
+                    grace_period=search.grace_period,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES))
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql://` names SQLAlchemy's default driver (psycopg 3); with only psycopg2 installed
+    (trainwell[postgres]) the URL names psycopg2 instead."""
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    has = {m: importlib.util.find_spec(m) is not None for m in ("psycopg", "psycopg2")}
+    return f"postgresql+psycopg2://{rest}" if has["psycopg2"] and not has["psycopg"] else f"postgresql://{rest}"
 
 
 def open_study(storage, name: str, recipe: Recipe, trials: int, worker: int = 0,
@@ -110,8 +141,15 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _take(study: optuna.Study, storage) -> tuple[optuna.Trial, int] | None:
+def _live(study: optuna.Study):
+    """The storage the study's Trial objects write through. Optuna wraps a database storage in a
+    cache that must see every state change of the trials it serves, so the workers use it too."""
+    return study._storage
+
+
+def _take(study: optuna.Study) -> tuple[optuna.Trial, int] | None:
     """Move one WAITING trial to RUNNING; the storage refuses a second taker. None when none is left."""
+    storage = _live(study)
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
@@ -125,9 +163,8 @@ def _take(study: optuna.Study, storage) -> tuple[optuna.Trial, int] | None:
 
 
 @contextmanager
-def heartbeat(storage, trial_id: int):
-    """Record the trial's heartbeat every interval while it runs (database storages only)."""
-    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+def heartbeat(storage, trial_id: int, interval: int | None):
+    """Record the trial's heartbeat every `interval` seconds while it runs (None: no heartbeat)."""
     if interval is None:
         yield
         return
@@ -152,19 +189,21 @@ def work(study: optuna.Study, storage, recipe: Recipe, study_dir: Path, quiet: b
     """Run queued trials until the queue is empty and nothing is running. Returns trials run here.
     `objective(trial, recipe, study_dir) -> (state, value)` is one `fit` per trial unless given."""
     objective = objective or run_trial
+    # Heartbeats exist on database storages; a journal file's dead workers are handled by `rescue`.
+    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
     done = 0
     while True:
         with warnings.catch_warnings():   # Optuna marks the heartbeat API experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)      # fails dead workers' trials; the callback queues them again
-        taken = _take(study, storage)
+        taken = _take(study)
         if taken is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return done
             time.sleep(poll)              # a running trial may still die and come back to the queue
             continue
         trial, trial_id = taken
-        with heartbeat(storage, trial_id):
+        with heartbeat(_live(study), trial_id, interval):
             state, value = objective(trial, recipe, study_dir)
         try:
             study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
@@ -172,7 +211,7 @@ def work(study: optuna.Study, storage, recipe: Recipe, study_dir: Path, quiet: b
             pass                          # failed as stale meanwhile (a long stall); its retry is queued
         done += 1
         if not quiet:
-            print(describe(storage.get_trial(trial_id), state, value), flush=True)
+            print(describe(_live(study).get_trial(trial_id), state, value), flush=True)
 
 
 def trial_values(trial: optuna.Trial, recipe: Recipe) -> dict[str, Any]:
@@ -213,6 +252,7 @@ def run_trial(trial: optuna.Trial, recipe: Recipe, study_dir: Path) -> tuple[Tri
     trial.set_user_attr("stopped_epoch", int(m["stopped_epoch"]))
     trial.set_user_attr("stop_reason", m["stop_reason"])
     trial.set_user_attr("seconds", round(time.perf_counter() - tic, 3))
+    trial.set_user_attr("val", m["val"])         # in the study: the trial's folder may be on another machine
     if pruner.pruned_at is not None:
         return TrialState.PRUNED, None
     value = run.history[m["best_epoch"] - 1].get(s.metric)
@@ -235,10 +275,11 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else (v if isinstance(v, str) else json.dumps(v))
 
 
-def rescue(study: optuna.Study, storage, worker: str | None) -> list[int]:
+def rescue(study: optuna.Study, worker: str | None) -> list[int]:
     """Fail the RUNNING trials of a worker known to be dead (None: of every worker) and queue them
     again with the same values."""
     retry = RetryHeartbeatStaleTrialCallback(max_retry=_RETRIES)
+    storage = _live(study)
     study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
     for t in storage.get_all_trials(study_id, states=(TrialState.RUNNING,)):
@@ -246,8 +287,8 @@ def rescue(study: optuna.Study, storage, worker: str | None) -> list[int]:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
+            storage.set_trial_user_attr(trial_id, "error", f"worker {t.user_attrs.get('worker')} died")
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                storage.set_trial_user_attr(trial_id, "error", f"worker {t.user_attrs.get('worker')} died")
                 retry(study, storage.get_trial(trial_id))
                 failed.append(t.number)
         except optuna.exceptions.UpdateFinishedTrialError:
