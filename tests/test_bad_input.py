@@ -140,7 +140,7 @@ CASES = [
     Case("split-length", fit(*sets("data.split=[0.8,0.2]")), ("data.split: got [0.8, 0.2]", "too few items")),
     Case("negative-epochs", fit(*sets("train.epochs=-3")), ("train.epochs: got -3", "must be >= 1")),
     Case("smoothing-without-ce", fit(*sets("loss.kind=\"mse\"", "loss.label_smoothing=0.1")),
-         ("loss.label_smoothing", "cross_entropy only", "'mse'")),
+         ("loss.label_smoothing", "cross_entropy and bce_with_logits only", "'mse'")),
     Case("freeze-without-from", fit(*sets("init.freeze=1")), ("init.freeze", "set init.from")),
     Case("recipe-is-a-folder", ("fit", "{w}/images", "--out", "{out}"), ("images: cannot read recipe",)),
     Case("synthetic-too-big", fit(*sets("data.n_samples=3000000000")),

@@ -28,6 +28,18 @@ def test_label_smoothing_equals_the_smoothed_target_formula(c, eps, seed):
     assert float(loss(out, y)) == pytest.approx(float(expected), rel=1e-5)
 
 
+@given(st.floats(0.0, 0.5), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_binary_smoothing_equals_two_class_cross_entropy_smoothing(eps, seed):
+    # One logit z is the two-class logit pair [0, z]: sigmoid(z) = softmax([0, z])[1], so smoothing
+    # a binary target must give torch's two-class cross-entropy with the same epsilon.
+    g = torch.Generator().manual_seed(seed)
+    z, y = torch.randn(6, 1, generator=g), torch.randint(0, 2, (6,), generator=g)
+    loss = build_loss(load_recipe(None, {"loss.label_smoothing": eps}).loss, "binary")
+    pair = torch.cat([torch.zeros_like(z), z], 1)
+    assert float(loss(z, y)) == pytest.approx(float(F.cross_entropy(pair, y, label_smoothing=eps)), rel=1e-5)
+
+
 def test_cross_entropy_accepts_soft_targets():
     out = torch.randn(4, 3)
     soft = torch.softmax(torch.randn(4, 3), 1)

@@ -43,7 +43,7 @@ def test_every_key_is_written_even_unset_ones():
      'stopping.mode: the direction of \'val_foo\' is not known; set stopping.mode = "min" or "max"'),
     ({"model": {"dropout": 1.0}}, "model.dropout: got 1.0, must be < 1.0"),
     ({"loss": {"kind": "mse", "label_smoothing": 0.1}},
-     "loss.label_smoothing: applies to cross_entropy only, got loss.kind = 'mse'"),
+     "loss.label_smoothing: applies to cross_entropy and bce_with_logits only, got loss.kind = 'mse'"),
     ({"optimizer": {"kind": "sgd", "nesterov": True}},
      "optimizer.nesterov: needs optimizer.momentum > 0 and optimizer.dampening = 0"),
 ])

@@ -205,16 +205,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, must be a whole number >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {value}, must be >= 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="trainwell", description="Train PyTorch networks well.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -237,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="hyperparameter search over the recipe's [search] space, then retrain "
                         "the best on train+validation and test once")
     se.add_argument("recipe", help="recipe TOML file with a [search] section")
-    se.add_argument("--trials", type=_positive, help="trials to complete (default search.trials)")
-    se.add_argument("--jobs", type=_positive, default=1, help="worker processes on this machine (default 1)")
+    se.add_argument("--trials", type=_positive_int, help="trials to complete (default search.trials)")
+    se.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
     se.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
                     "(default: a journal file in the study folder)")
     se.add_argument("--study", help="study name in the storage (default: the recipe's name)")

@@ -51,11 +51,16 @@ def nll() -> LossFn:
     return loss
 
 
-def bce_with_logits() -> LossFn:
+def bce_with_logits(label_smoothing: float = 0.0) -> LossFn:
+    """Binary cross-entropy on one logit. Smoothing moves the target toward 1/2 exactly as
+    cross-entropy's smoothing over two classes does: y -> (1 - eps) * y + eps / 2."""
     def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.dim() == 2 and out.shape[1] == 1:     # soft two-class target -> P(class 1)
             target = target[:, 1]
-        return F.binary_cross_entropy_with_logits(out.squeeze(1), target.float())
+        target = target.float()
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(out.squeeze(1), target)
     return loss
 
 
@@ -87,7 +92,7 @@ def build_loss(section, task: str) -> LossFn:
     return {
         "cross_entropy": lambda: cross_entropy(section.label_smoothing),
         "nll": nll,
-        "bce_with_logits": bce_with_logits,
+        "bce_with_logits": lambda: bce_with_logits(section.label_smoothing),
         "hinge": lambda: hinge(section.margin),
         "mse": lambda: _regression(F.mse_loss),
         "mae": lambda: _regression(F.l1_loss),

@@ -208,7 +208,7 @@ class InitSection(Section):
 class LossSection(Section):
     kind: Literal["auto", "mse", "mae", "huber", "cross_entropy", "nll", "bce_with_logits", "hinge"] = _field(
         "auto", "Loss; auto: bce_with_logits (binary), cross_entropy (multiclass), mse (regression).")
-    label_smoothing: float = _field(0.0, "Label smoothing epsilon of cross_entropy.", ge=0, lt=1)
+    label_smoothing: float = _field(0.0, "Label smoothing epsilon of cross_entropy and bce_with_logits: the target becomes (1 - eps) * y + eps / classes.", ge=0, lt=1)
     delta: float = _field(1.0, "Threshold of the huber loss.", gt=0)
     margin: float = _field(1.0, "Margin of the multi-class hinge loss.", gt=0)
 
@@ -538,8 +538,9 @@ class Recipe(Section):
                     raise ValueError(f"{key}: got {monitor!r}, but {no_val}; "
                                      "monitor a train_ column or give validation rows")
         _check_averaging(self)
-        if self.loss.label_smoothing and self.loss.kind not in ("auto", "cross_entropy"):
-            raise ValueError(f"loss.label_smoothing: applies to cross_entropy only, got loss.kind = "
+        if self.loss.label_smoothing and self.loss.kind not in ("auto", "cross_entropy", "bce_with_logits"):
+            raise ValueError("loss.label_smoothing: applies to cross_entropy and bce_with_logits only, "
+                             f"got loss.kind = "
                              f"{self.loss.kind!r}")
         if self.search.space:
             from .search.space import space_problems
