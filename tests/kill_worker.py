@@ -12,7 +12,8 @@ mid-save at little cost. A job is {"argv": [...], "stderr": path, "fault": ..., 
                                                (inside a checkpoint, manifest or history write)
   {"kind": "wall", "seconds": S}               the parent SIGKILLs it S seconds after its first save
                                                (so it is training, not still loading data)
-  {"kind": "signal", "signal": "SIGINT", "seconds": S}  the parent sends SIGINT/SIGTERM likewise
+  {"kind": "signal", "signal": "SIGINT", "n": N}  sends itself SIGINT/SIGTERM at its N-th optimizer step,
+                                               as a Ctrl-C arriving mid-epoch (at any machine speed)
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ def _arm(fault: dict) -> None:
         def wrapper(*args, **kw):
             count[0] += 1
             if count[0] == fault["n"]:
-                _die()
+                if fault["kind"] == "signal":
+                    os.kill(os.getpid(), getattr(signal, fault["signal"]))
+                else:
+                    _die()
             return real(*args, **kw)
         return wrapper
 
-    if fault["kind"] == "step":
+    if fault["kind"] in ("step", "signal"):
         loop.Trainer._step = counted(loop.Trainer._step)
     elif fault["kind"] == "call":
         setattr(os, fault["fn"], counted(getattr(os, fault["fn"])))
@@ -67,7 +71,7 @@ def _child(job: dict) -> None:
     os.dup2(fd, 1)
     sys.stdout = sys.stderr = os.fdopen(2, "w", buffering=1)
     fault = job.get("fault") or {}
-    if fault.get("kind") in ("step", "call"):
+    if fault.get("kind") in ("step", "call", "signal"):
         _arm(fault)
     code = main(job["argv"])
     sys.stderr.flush()
@@ -110,12 +114,11 @@ def run_job(job: dict) -> dict:
     fault = job.get("fault") or {}
     tic = time.monotonic()
     status = None
-    if fault.get("kind") in ("wall", "signal"):
+    if fault.get("kind") == "wall":
         status = _wait_for_first_save(pid, manifest, before)
         if status is None:
             time.sleep(fault["seconds"])
-            sig = signal.SIGKILL if fault["kind"] == "wall" else getattr(signal, fault["signal"])
-            os.kill(pid, sig)          # the child is not reaped yet, so its pid is still its own
+            os.kill(pid, signal.SIGKILL)          # the child is not reaped yet, so its pid is still its own
     if status is None:
         _, status = os.waitpid(pid, 0)
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
