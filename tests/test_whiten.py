@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainwell.data.normalize import make_normalizer
-from trainwell.data.whiten import PerChannel, pca_whiten, zca_whiten
+from trainwell.data.normalize import PerChannel, make_normalizer
+from trainwell.data.whiten import pca_whiten, zca_whiten
 
 
 def correlated(n=2000, d=5, seed=0) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .whiten import PCAWhiten, PerChannel, ZCAWhiten
+from .whiten import PCAWhiten, ZCAWhiten
 
 
 class Identity:
@@ -36,11 +36,16 @@ class Standardize:
         self.mean = self.std = None
 
     def fit(self, x: torch.Tensor) -> Standardize:
+        dims = self._dims(x)
         x = x.double()
-        self.mean = x.mean(0).float()
-        std = x.std(0, unbiased=False)
+        std = x.std(dims, unbiased=False, keepdim=True)[0]
+        self.mean = x.mean(dims, keepdim=True)[0].float()
         self.std = torch.where(std > 1e-12, std, torch.ones_like(std)).float()
         return self
+
+    def _dims(self, x: torch.Tensor) -> list[int]:
+        """Dimensions the statistics are taken over: the rows."""
+        return [0]
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -50,6 +55,18 @@ class Standardize:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.mean, self.std = state["mean"], state["std"]
+
+
+class PerChannel(Standardize):
+    """(x - mean_c) / std_c with one mean and std per image channel (over rows and pixels)."""
+
+    name = "per_channel"
+
+    def _dims(self, x: torch.Tensor) -> list[int]:
+        if x.dim() < 3:
+            raise ValueError(f"data.normalize: per_channel needs images (N, C, H, W), got rows of shape "
+                             f"{tuple(x.shape[1:])}; use \"standard\"")
+        return [0, *range(2, x.dim())]
 
 
 class MinMax:

@@ -1,4 +1,4 @@
-"""Whitening (seed 001, "Data normalization") and per-channel standardization for images.
+"""Whitening (seed 001, "Data normalization").
 
 Whitening centres the data, rotates it into the eigenbasis of the training covariance and
 divides each direction by sqrt(eigenvalue + eps): the result has (nearly) identity covariance.
@@ -73,32 +73,3 @@ class PCAWhiten(Whiten):
 class ZCAWhiten(Whiten):
     name = "zca_whiten"
     kind = "zca"
-
-
-class PerChannel:
-    """(x - mean_c) / std_c with one mean and std per image channel (over rows and pixels)."""
-
-    name = "per_channel"
-
-    def __init__(self) -> None:
-        self.mean = self.std = None
-
-    def fit(self, x: torch.Tensor) -> PerChannel:
-        if x.dim() < 3:
-            raise ValueError(f"data.normalize: per_channel needs images (N, C, H, W), got rows of shape "
-                             f"{tuple(x.shape[1:])}; use \"standard\"")
-        dims = [0] + list(range(2, x.dim()))
-        x = x.double()
-        std = x.std(dims, unbiased=False, keepdim=True)[0]
-        self.mean = x.mean(dims, keepdim=True)[0].float()
-        self.std = torch.where(std > 1e-12, std, torch.ones_like(std)).float()
-        return self
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "std": self.std}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.mean, self.std = state["mean"], state["std"]
