@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..init import init_model_
 from ..models.mlp import build_mlp
 from ..recipe import InitSection, MLPSection
+from ..seeding import stream
 from .page import Figure, LabResult, png
 
 DEPTH, WIDTH, CLASSES = 10, 500, 10
@@ -39,8 +40,8 @@ def probe(activation: str, init: dict, rows: int, seed: int) -> dict:
     """Per-layer activations and weight-gradient norms of a freshly initialized deep MLP."""
     net = build_mlp(MLPSection(hidden=(WIDTH,) * DEPTH, activation=activation, norm="none", dropout=0.0),
                     (WIDTH,), CLASSES)
-    init_model_(net, InitSection(**init), torch.Generator().manual_seed(seed))
-    data = torch.Generator().manual_seed(seed + 1)
+    init_model_(net, InitSection(**init), stream(seed, "init"))
+    data = stream(seed, "data")
     x = torch.randn(rows, WIDTH, generator=data)
     y = torch.randint(0, CLASSES, (rows,), generator=data)
     acts: list[torch.Tensor] = []
