@@ -146,7 +146,7 @@ def test_optimizers_score_each_method_against_its_own_objective(tmp_path):
         (x, y), fmin = objective_min(s, "AdamW", 0.01)
         r = rows[(s.name, "AdamW")]
         assert r["objective"] == "f + 0.005·‖p‖²"
-        grad = [float(v) for v in _num_grad(lambda a, b: s.f(a, b) + 0.005 * (a * a + b * b), x, y)]
+        grad = [float(v) for v in _num_grad(lambda a, b, s=s: s.f(a, b) + 0.005 * (a * a + b * b), x, y)]
         assert max(abs(g) for g in grad) < 1e-5                 # a stationary point of the decayed objective
         w = walk(s, "AdamW", 1500, wd=0.01)
         assert r["final gap"] == pytest.approx(float(s.f(*w.path[-1]) + 0.005 * (w.path[-1] ** 2).sum() - fmin))
