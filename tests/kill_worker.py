@@ -36,7 +36,7 @@ import torch._dynamo  # noqa: E402,F401  (what torch.optim imports on first use)
 import trainwell.api  # noqa: E402,F401
 import trainwell.resuming  # noqa: E402,F401
 import trainwell.watch.session  # noqa: E402,F401
-from trainwell import loop  # noqa: E402
+from trainwell import step  # noqa: E402
 from trainwell.cli import main  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def _arm(fault: dict) -> None:
         return wrapper
 
     if fault["kind"] in ("step", "signal"):
-        loop.Trainer._step = counted(loop.Trainer._step)
+        step.optimizer_step = counted(step.optimizer_step)
     elif fault["kind"] == "call":
         setattr(os, fault["fn"], counted(getattr(os, fault["fn"])))
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from torch.optim.swa_utils import SWALR
 
 import trainwell as tw
-from trainwell.averaging import WeightAveraging, swa_lr
+from trainwell.averaging import WeightAveraging
 from trainwell.loop import Callback
 from trainwell.recipe import load_recipe
+from trainwell.schedules import swa_lr
 
 QUIET = {"watch.doctor": False, "watch.report": False, "watch.probes": False}
 

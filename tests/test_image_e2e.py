@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import trainwell as tw
+from trainwell.build import build
 from trainwell.cli import main
 from trainwell.loop import Trainer
-from trainwell.optim import build_optimizer
 from trainwell.predict import predict
 
 TINY = ["--set", "data.n_samples=120", "--set", "data.image_size=8", "--set", "model.channels=[4, 8]",
@@ -63,9 +63,7 @@ def _trainer(run, epochs: int, model=None) -> Trainer:
     old = run.extras["trainer"]
     recipe = run.recipe.replace(**{"train.epochs": epochs})
     net = model if model is not None else copy.deepcopy(run.model)
-    return Trainer(recipe=recipe, model=net, loss_fn=old.loss_fn, optimizer=build_optimizer(net, recipe.optimizer,
-                   old.device), task=old.task, n_classes=old.n_classes, train=old.train_data, val=old.val_data,
-                   device=old.device)
+    return Trainer(build(recipe, run.extras["data"], old.device, model=net))
 
 
 def test_resume_mid_run_equals_uninterrupted():

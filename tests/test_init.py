@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainwell.api import build_network
+from trainwell.build import build_network
 from trainwell.data.sources import make_dataset
 from trainwell.init import init_weight_, layer_nonlinearities
 from trainwell.recipe import load_recipe

@@ -16,7 +16,7 @@ import torch
 
 import trainwell as tw
 from trainwell import checkpoint as ckpt
-from trainwell import loop
+from trainwell import loop, step
 from trainwell.callbacks import EarlyStopping
 from trainwell.errors import CheckpointError, Interrupted, RunDirError
 from trainwell.rundir import read_history
@@ -154,15 +154,15 @@ def _crash_on(monkeypatch, owner, name: str, n: int, after: bool = False) -> Non
 BOUNDARIES = {
     "before the optimizer step": (torch.optim.Adam, "step", 13, False),
     "after the optimizer step": (torch.optim.Adam, "step", 17, True),
-    "before the schedule step": (loop.Trainer, "_set_lr", 21, False),
-    "after the schedule step": (loop.Trainer, "_set_lr", 9, True),
+    "before the schedule step": (loop.Trainer, "apply_lr", 21, False),
+    "after the schedule step": (loop.Trainer, "apply_lr", 9, True),
     "before a checkpoint write": (ckpt, "write_files", 4, False),
     "inside a checkpoint write": (ckpt, "atomic_write_bytes", 8, False),
     "after a checkpoint write": (ckpt, "write_files", 6, True),
     "before validation": (loop.Trainer, "evaluate", 3, False),
     "after validation": (loop.Trainer, "evaluate", 2, True),
     "at the early-stopping decision": (EarlyStopping, "update", 5, False),
-    "at an accumulation boundary": (loop.Trainer, "_step", 11, False),
+    "at an accumulation boundary": (step, "optimizer_step", 11, False),
 }
 
 
@@ -251,7 +251,7 @@ def test_changed_data_is_refused(tmp_path):
     x, y = rng.normal(size=(120, 4)).astype(np.float32), rng.integers(0, 2, 120)
     out = tmp_path / "run"
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
-        _crash_on(m, loop.Trainer, "_step", 5)          # in epoch 3 (2 steps per epoch)
+        _crash_on(m, step, "optimizer_step", 5)          # in epoch 3 (2 steps per epoch)
         tw.fit(out=out, quiet=True, data=(x, y), **{"train.epochs": 3, "watch.doctor": False,
                                                     "watch.report": False})
     assert (out / "checkpoints" / "last.safetensors").exists()
@@ -277,7 +277,7 @@ def test_what_may_change_changes_and_train_epochs_extends_a_finished_run(referen
 def test_a_folder_killed_before_its_first_checkpoint_starts_over(reference, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
-        _crash_on(m, loop.Trainer, "_step", 1)
+        _crash_on(m, step, "optimizer_step", 1)
         tw.fit(out=out, quiet=True, **RECIPE)
     assert not (out / "checkpoints" / "last.safetensors").exists()
     tw.resume(out, quiet=True)
@@ -293,7 +293,7 @@ def test_callback_state_is_saved_so_averaged_models_resume_exactly(tmp_path, fin
     ref, out = tmp_path / "ref", tmp_path / "run"
     whole = tw.fit(out=ref, quiet=True, **recipe)
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
-        _crash_on(m, loop.Trainer, "_step", 29)           # in epoch 4 of 5
+        _crash_on(m, step, "optimizer_step", 29)           # in epoch 4 of 5
         tw.fit(out=out, quiet=True, **recipe)
     tensors, _ = ckpt.load_checkpoint(out / "checkpoints" / "last.safetensors")
     assert any(k.startswith("callback.") for k in tensors)
@@ -308,7 +308,7 @@ def test_timed_checkpoints_inside_epochs_do_not_change_the_run(reference, tmp_pa
     timed = {**RECIPE, "checkpoint.every_steps": 0, "checkpoint.every_minutes": 1e-9}
     out = tmp_path / "run"
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as m:
-        _crash_on(m, loop.Trainer, "_step", 21)
+        _crash_on(m, step, "optimizer_step", 21)
         tw.fit(out=out, quiet=True, **timed)
     _, meta = ckpt.load_checkpoint(out / "checkpoints" / "last.safetensors")
     assert meta["cursor"] is not None and meta["step"] == 20

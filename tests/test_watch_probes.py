@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from trainwell.api import build_network, fit, prepare_data
+from trainwell.api import fit, prepare_data
+from trainwell.build import build_network
 from trainwell.recipe import load_recipe
 from trainwell.watch.probes import ProbeCallback, activation_stats, row_spread
 
@@ -70,20 +71,25 @@ def test_update_ratio_and_grad_norm_match_a_plain_sgd_step(tiny):
 
 def test_grad_norm_is_the_weight_gradient_of_the_probed_batch():
     # Oracle: torch autograd on the same batch with the same weights.
+    from trainwell.api import Prepared
+    from trainwell.build import build
+    from trainwell.data.sources import make_dataset
     from trainwell.loop import SplitTensors, Trainer
 
     recipe = load_recipe(None, {"data.source": "moons", "data.n_samples": 100, "model.hidden": [8],
                                 "model.norm": "none", "model.dropout": 0.0, "train.epochs": 1,
-                                "train.batch_size": 200, "optimizer.kind": "sgd"})
+                                "train.batch_size": 60, "optimizer.kind": "sgd", "optimizer.lr": 0.01,
+                                "schedule.kind": "constant", "stopping.monitor": "train_loss",
+                                "loss.kind": "cross_entropy"})
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     x, y = torch.randn(60, 2), torch.randint(0, 2, (60,))
     loss_fn = torch.nn.CrossEntropyLoss()
     ref = [p.detach().clone() for p in net.parameters()]
     probe = ProbeCallback(every=1)
-    Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
-            task="multiclass", n_classes=2, train=SplitTensors(x, y), val=None, device=torch.device("cpu"),
-            callbacks=[probe]).fit()
+    data = Prepared(make_dataset(x.numpy(), y.numpy(), "auto", name="data"), SplitTensors(x, y), None, None,
+                    None, {})
+    Trainer(build(recipe, data, torch.device("cpu"), model=net), callbacks=[probe]).fit()
     clone = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     with torch.no_grad():
         for p, r in zip(clone.parameters(), ref):

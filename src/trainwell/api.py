@@ -1,4 +1,4 @@
-"""`trainwell.fit`: recipe -> data -> model -> loop -> test once -> run folder.
+"""`trainwell.fit`: load -> build -> run folder -> train -> conclude (test once, metrics, doctor).
 
 Everything that can be wrong with the input (recipe, data, monitors) is checked before the run
 folder is created, so a bad input never leaves a half-written run behind.
@@ -17,22 +17,16 @@ import torch
 from torch import nn
 
 from . import __version__
+from .build import build
 from .checkpoint import prefixed
 from .data import checks
-from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import Splits, make_splits
 from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
-from .finetune import finetune
-from .init import init_model_
 from .loop import Callback, SplitTensors, Trainer
-from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
-from .metrics import metric_names
-from .models import build_model
-from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
 from .rundir import (
     DATA_SCHEMA,
@@ -46,7 +40,7 @@ from .rundir import (
     release_run_lock,
     write_json,
 )
-from .seeding import seed_globals, stream, stream_seed
+from .seeding import seed_globals
 
 
 @dataclass
@@ -139,43 +133,6 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
                     {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
 
 
-def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -> tuple[nn.Module, str]:
-    """The recipe's model, sized for the data and initialized; or the user's own module."""
-    kind = resolve_kind(recipe.loss.kind, ds.task)
-    if model is None:
-        model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
-        init_model_(model, recipe.init, stream(recipe.seed, "init"))
-        if kind == "nll":
-            model.add_module("log_softmax", LogSoftmaxHead())
-    return model, kind
-
-
-def check_batch_size(recipe: Recipe, train_rows: int) -> None:
-    """A batch size chosen larger than the training split was meant for other data: refuse it up front.
-
-    The default batch size on a smaller split is one full batch per epoch (nobody chose it), unless
-    train.drop_last would then drop every row."""
-    t = recipe.train
-    default = type(t).model_fields["batch_size"].default
-    if t.batch_size > train_rows and (t.batch_size != default or t.drop_last):
-        raise RecipeError([f"train.batch_size: got {t.batch_size}, larger than the {train_rows} training rows"
-                           f"{' with train.drop_last = true' if t.drop_last else ''}; use at most {train_rows} "
-                           "(one full batch per epoch) or give more data"])
-
-
-def check_monitors(recipe: Recipe, task: str) -> None:
-    cols = ["train_loss", "val_loss", "lr", "grad_norm"]
-    cols += [f"{p}_{m}" for p in ("train", "val") for m in metric_names(task)]
-    problems = []
-    for key, monitor in (("stopping.monitor", recipe.stopping.monitor),
-                         ("schedule.monitor", getattr(recipe.schedule, "monitor", None))):
-        if monitor is not None and monitor not in cols and (key != "stopping.monitor" or recipe.stopping.enabled
-                                                              or recipe.checkpoint.best):
-            problems.append(f"{key}: got {monitor!r}, not logged for a {task} task; choose one of {', '.join(cols)}")
-    if problems:
-        raise RecipeError(problems)
-
-
 def environment() -> dict[str, str]:
     return {"trainwell": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
@@ -205,32 +162,14 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     seed_globals(recipe.seed)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
-    check_monitors(recipe, ds.task)
-    check_batch_size(recipe, len(prepared.train))
-    try:
-        net, loss_kind = build_network(recipe, ds, model)
-        loss_fn = build_loss(recipe.loss, ds.task)
-    except ValueError as exc:
-        raise RecipeError([str(exc)]) from None
-    tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
-    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes,
-                              stream_seed(recipe.seed, "augment"))
-    net = net.to(device)
-    _check_forward(net, prepared.train)
-    optimizer = build_optimizer(net, recipe.optimizer, device)
-
-    name = recipe.name or f"{Path(recipe.data.source).stem}-{recipe.model.kind if model is None else 'custom'}"
-    if resume_state is not None:                  # resume() checked the folder and holds its lock
-        run_dir = Path(out)
-        acquire_run_lock(run_dir)                 # (again: every acquire has its release below)
-    else:                                         # create_run_dir takes the folder's lock
-        run_dir = create_run_dir(out, name, force=force) if out is not False else None
+    setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
+    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None)
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
-        write_json(run_dir / DATA_SCHEMA, data_schema(ds, loss_kind))
+        write_json(run_dir / DATA_SCHEMA, data_schema(ds, setup.loss_kind))
     checks.emit(prepared.warnings)
-    if tuned is not None and not quiet:
-        print(describe_finetune(tuned))
+    if setup.finetuned is not None and not quiet:
+        print(describe_finetune(setup.finetuned))
     saved = prefixed("normalizer", prepared.normalizer.state_dict())
     if prepared.impute_values is not None:
         saved["impute.values"] = prepared.impute_values
@@ -241,10 +180,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
     from .progress import ProgressBar
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
-    trainer = Trainer(recipe=recipe, model=net, loss_fn=loss_fn, optimizer=optimizer, task=ds.task,
-                      n_classes=ds.n_classes, train=member_rows(recipe, 0, prepared.train), val=prepared.val,
-                      device=device,
-                      run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar, augment=augment)
+    trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
     try:
         if resume_state is not None:
             trainer.load_state_dict(*resume_state)
@@ -260,7 +196,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "val": trainer.evaluate(prepared.val) if prepared.val is not None else {},
         "best_epoch": trainer.best_epoch_number, "stopped_epoch": state.stopped_epoch,
         "stop_reason": state.stop_reason, "seed": recipe.seed,
-        "task": ds.task, "loss": loss_kind, "classes": list(ds.classes),
+        "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
         "device": str(device), "environment": environment(),
         "data_warnings": prepared.warnings,
@@ -270,12 +206,11 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         if lock_test else prepared
     if lock_test:
         metrics["test_locked"] = True
-    if tuned is not None:
-        metrics["finetune"] = tuned
+    if setup.finetuned is not None:
+        metrics["finetune"] = setup.finetuned
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
-    if finisher is not None:
-        net = _conclude(finisher, trainer, seen, metrics, run_dir, saved)
+    net = _conclude(finisher, trainer, seen, metrics, run_dir, saved) if finisher is not None else trainer.model
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -286,6 +221,18 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         release_run_lock(run_dir)
     return Run(run_dir, recipe, net, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
+
+
+def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | None) -> Path | None:
+    """The run folder, locked: a resumed one (resume() checked it and holds its lock: every acquire has
+    its release in fit), a new one, or None for `out=False`."""
+    if resume_state is not None:
+        acquire_run_lock(Path(out))
+        return Path(out)
+    if out is False:
+        return None
+    name = recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
+    return create_run_dir(out, name, force=force)
 
 
 def _finisher(recipe: Recipe, quiet: bool):
@@ -324,20 +271,6 @@ def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
             "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind}
-
-
-def _check_forward(net: nn.Module, train: SplitTensors) -> None:
-    """One forward pass on two rows, so a model/data shape mismatch is a clear error up front."""
-    was = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(train.x[:2])
-    except RuntimeError as exc:
-        raise DataError(f"model: does not accept the data's rows of shape {tuple(train.x.shape[1:])} "
-                        f"({str(exc).splitlines()[0]})") from None
-    finally:
-        net.train(was)
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:

@@ -2,8 +2,8 @@
 
 SWA (Izmailov et al. 2018): from `train.swa.start_epoch` on, the weights at the end of every
 epoch are averaged with equal weights (`AveragedModel`). The learning rate of that phase anneals
-to `train.swa.lr` like `SWALR`, written here as a pure function of the step (`swa_lr`) so that a
-resume needs no scheduler state. The running batch-norm statistics of the individual weights do
+to `train.swa.lr` like `SWALR`: `schedules.swa_lr`, a pure function of the step that build.py's
+`lr(step)` composes (the Trainer is the one owner of the LR). The running batch-norm statistics of the individual weights do
 not belong to their average, so they are recomputed with one pass over the training rows
 (`update_bn`).
 
@@ -27,15 +27,6 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from .loop import Callback
 
 AVERAGED = "averaged.safetensors"
-
-
-def swa_lr(step: int, *, start_step: int, anneal_steps: int, lr_start: float, swa_lr: float,
-           strategy: str) -> float:
-    """LR of optimizer step `step` (0-based) in the SWA phase, as torch's SWALR stepped once per step:
-    lr_start at start_step, then annealed (cos or linear) to swa_lr over anneal_steps steps, then kept."""
-    t = 1.0 if anneal_steps == 0 else min(max((step - start_step) / anneal_steps, 0.0), 1.0)
-    alpha = t if strategy == "linear" else (1 - math.cos(math.pi * t)) / 2
-    return swa_lr * alpha + lr_start * (1 - alpha)
 
 
 def training_batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -76,13 +67,10 @@ class WeightAveraging(Callback):
             if self._pending is not None:
                 self.averaged.load_state_dict(self._pending)
                 self._pending = None
-        self._set_lr(trainer)
 
     def step_end(self, trainer) -> None:
         if self.kind == "ema":
             self.averaged.update_parameters(trainer.model)
-        else:
-            self._set_lr(trainer)
 
     def epoch_end(self, trainer, row: dict[str, Any]) -> None:
         if self.kind != "swa":
@@ -91,26 +79,11 @@ class WeightAveraging(Callback):
         if epoch >= self.swa.start_epoch and math.isfinite(row["train_loss"]):
             self.averaged.update_parameters(trainer.model)
             self.epochs.append(epoch)
-        self._set_lr(trainer)        # reduce_on_plateau sets the LR at the epoch's end; SWA's rate wins
 
     def _wrap(self, model: nn.Module) -> AveragedModel:
         if self.kind == "ema":
             return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
         return AveragedModel(model)
-
-    def _set_lr(self, trainer) -> None:
-        """In the SWA phase the LR of the next step is swa_lr(step), else the schedule's (left alone)."""
-        if self.kind != "swa" or self.swa.lr is None:
-            return
-        spe = trainer.steps_per_epoch
-        start = (self.swa.start_epoch - 1) * spe
-        step = trainer.state.step
-        if step < start:
-            return
-        for group, base in zip(trainer.optimizer.param_groups, trainer.base_lrs):
-            group["lr"] = swa_lr(step, start_step=start, anneal_steps=self.swa.anneal_epochs * spe,
-                                 lr_start=base * trainer.lr_scale(start), swa_lr=self.swa.lr,
-                                 strategy=self.swa.anneal_strategy)
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -139,7 +112,6 @@ class WeightAveraging(Callback):
 
     def conclude(self, trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
         """(the averaged model or None, the report section); `save(path_name, model, meta)` writes it."""
-        t = trainer.recipe.train
         n = int(self.averaged.n_averaged) if self.averaged is not None else 0
         section: dict[str, Any] = {"kind": self.kind, "n_averaged": n}
         if self.note:
@@ -149,7 +121,7 @@ class WeightAveraging(Callback):
         else:
             section.update(start_epoch=self.swa.start_epoch, epochs=self.epochs, lr=self.swa.lr,
                            update_bn=self.swa.update_bn and has_batchnorm(trainer.model))
-        model = self.averaged_model(prepared.train.x, t.batch_size)
+        model = self.averaged_model(prepared.train.x, trainer.settings.batch_size)
         if model is None:
             section["reason"] = (f"nothing averaged: training stopped at epoch {trainer.state.stopped_epoch} "
                                  f"({trainer.state.stop_reason}) before train.swa.start_epoch = "

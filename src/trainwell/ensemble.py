@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .averaging import evaluate_splits
+from .build import build
 from .errors import Interrupted
 from .loop import Callback, SplitTensors, Trainer
+from .progress import ProgressBar
 from .schedules import cycle_end_steps
 from .seeding import seed_globals
 
@@ -99,17 +101,11 @@ def _conclude_members(kind: str, models: list[nn.Module], reports: list[dict[str
     for k, (model, report) in enumerate(zip(models, reports), start=1):
         report.update(evaluate_splits(trainer, prepared, model))
         report["checkpoint"] = save(f"{kind}-{k}.safetensors", model, {**meta, kind: k})
-    ensemble = Ensemble(models, combine_rule(_loss_kind(trainer), trainer.task)).eval()
+    ensemble = Ensemble(models, combine_rule(trainer.setup.loss_kind, trainer.task)).eval()
     section = {"kind": "ensemble" if kind == "member" else "snapshots", **meta,
                f"{kind}s": reports, "mean_member": mean_member(reports), **evaluate_splits(trainer, prepared,
                                                                                             ensemble)}
     return ensemble, section
-
-
-def _loss_kind(trainer) -> str:
-    from .losses import resolve_kind
-
-    return resolve_kind(trainer.recipe.loss.kind, trainer.task)
 
 
 # ------------------------------------------------------------------------------ train.ensemble
@@ -147,22 +143,10 @@ class EnsembleRun:
         return out
 
     def _train_member(self, k: int, seed: int, first: Trainer, prepared) -> Trainer:
-        from .api import build_network
-        from .finetune import finetune
-        from .optim import build_optimizer
-        from .progress import ProgressBar
-
-        recipe = self.recipe.replace(seed=seed)
-        net, _ = build_network(recipe, prepared.dataset)
-        if recipe.init.from_ is not None:
-            finetune(net, recipe.init)
-        net = net.to(first.device)
+        setup = build(self.recipe.replace(seed=seed), prepared, first.device,
+                      train=member_rows(self.recipe, k, prepared.train))
         seed_globals(seed)                # dropout and any other draw from the global generators
-        trainer = Trainer(recipe=recipe, model=net, loss_fn=first.loss_fn,
-                          optimizer=build_optimizer(net, recipe.optimizer, first.device), task=first.task,
-                          n_classes=first.n_classes, train=member_rows(self.recipe, k, prepared.train),
-                          val=prepared.val, device=first.device,
-                          progress=ProgressBar() if ProgressBar.wanted(self.quiet) else None)
+        trainer = Trainer(setup, progress=ProgressBar() if ProgressBar.wanted(self.quiet) else None)
         try:
             trainer.fit()
         except Interrupted as exc:      # members after the first keep no checkpoint: say what a resume does
@@ -176,18 +160,18 @@ class EnsembleRun:
 class Snapshots(Callback):
     """Keeps the weights at the ends of the last K cosine cycles (cycle ends counted in steps)."""
 
-    def __init__(self, k: int) -> None:
-        self.k = k
+    def __init__(self, k: int, schedule) -> None:
+        self.k, self.schedule = k, schedule
         self.kept: deque[tuple[int, dict[str, torch.Tensor]]] = deque(maxlen=k)   # (step, weights)
         self._ends: set[int] = set()
         self.note: str | None = None
 
     @classmethod
     def from_recipe(cls, recipe) -> Snapshots | None:
-        return cls(recipe.train.snapshots) if recipe.train.snapshots else None
+        return cls(recipe.train.snapshots, recipe.schedule) if recipe.train.snapshots else None
 
     def fit_start(self, trainer) -> None:
-        self._ends = set(cycle_end_steps(trainer.recipe.schedule, trainer.steps_per_epoch, trainer.total_steps))
+        self._ends = set(cycle_end_steps(self.schedule, trainer.steps_per_epoch, trainer.total_steps))
         due = min(self.k, sum(e <= trainer.state.step for e in self._ends))
         if len(self.kept) < due:
             self.note = (f"resumed at epoch {trainer.state.epoch} without {due - len(self.kept)} snapshot(s) "

@@ -1,8 +1,9 @@
 """Where a run is, gathered in one place, and its exact round trip through a checkpoint.
 
 `capture(trainer)` returns (tensors, JSON metadata) holding everything that decides what the
-run does next: model, optimizer, the epoch/step counters, the history, early-stopping, best-epoch
-and plateau state, the NaN guard, every RNG (torch, the shuffle and augmentation generators,
+run does next: model, optimizer, the epoch/step counters, the history, the Setup's components
+(best-epoch monitor, early stopping, plateau, NaN guard: each under its name) and the callbacks'
+state (under their class names), every RNG (torch, the shuffle and augmentation generators,
 numpy, python) and, inside an epoch, the cursor: this epoch's row order, the next batch, the
 accumulated gradients of an unfinished accumulation and the running sums of the epoch's row.
 `restore(trainer, tensors, meta)` puts it back, so the run continues bit for bit as if it had
@@ -71,20 +72,19 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything a resume needs from Trainer `tr`: (tensors, JSON-able metadata)."""
     opt_tensors, opt_meta = ckpt.optimizer_to_flat(tr.optimizer)
     tensors = {**ckpt.prefixed("model", tr.model.state_dict()), **ckpt.prefixed("optim", opt_tensors),
-               **tr.extra_tensors, "rng.torch": torch.get_rng_state(), "rng.shuffle": tr.shuffle.get_state()}
-    if tr.augment is not None:
-        tensors["rng.augment"] = tr.augment.state_dict()["generator"]
+               **tr.extra_tensors, "rng.torch": torch.get_rng_state(), "rng.shuffle": tr.setup.shuffle.get_state()}
+    if tr.setup.augment is not None:
+        tensors["rng.augment"] = tr.setup.augment.state_dict()["generator"]
     if tr.best_state is not None:
         tensors.update(ckpt.prefixed("best", tr.best_state))
     st = tr.state
     meta = {"epoch": st.epoch, "step": st.step, "history": st.history, "stop_reason": st.stop_reason,
-            "stopped_epoch": st.stopped_epoch, "optimizer": opt_meta, "base_lrs": tr.base_lrs,
-            "monitor": tr.monitor.state_dict(),
-            "stopper": tr.stopper.state_dict() if tr.stopper else None,
-            "plateau": tr.plateau.state_dict() if tr.plateau else None,
-            "guard": tr.guard.state_dict(), "rng_numpy": _np_state(), "rng_python": _py_state(),
-            "recipe": tr.recipe.to_dict(), "data_sha256": tr.data_fingerprint, "cursor": None,
+            "stopped_epoch": st.stopped_epoch, "optimizer": opt_meta, "base_lrs": tr.setup.base_lrs,
+            "rng_numpy": _np_state(), "rng_python": _py_state(),
+            "recipe": tr.settings.record, "data_sha256": tr.data_fingerprint, "cursor": None,
             "callbacks": {}}
+    for name, component in tr.components.items():
+        meta[name] = component.state_dict()
     for key, cb in _named(tr.callbacks):
         state = cb.state_dict()
         if state:
@@ -106,18 +106,13 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     st = tr.state
     st.epoch, st.step, st.history = meta["epoch"], meta["step"], [dict(r) for r in meta["history"]]
     st.stop_reason, st.stopped_epoch = meta["stop_reason"], meta["stopped_epoch"]
-    tr.base_lrs = meta["base_lrs"]
-    tr.monitor.load_state_dict(meta["monitor"])
-    if tr.stopper and meta["stopper"]:
-        tr.stopper.load_state_dict(meta["stopper"])
-    if tr.plateau and meta["plateau"]:
-        tr.plateau.load_state_dict(meta["plateau"])
-    if meta.get("guard"):
-        tr.guard.load_state_dict(meta["guard"])
+    for name, component in tr.components.items():
+        if meta.get(name):
+            component.load_state_dict(meta[name])
     torch.set_rng_state(tensors["rng.torch"])
-    tr.shuffle.set_state(tensors["rng.shuffle"])
-    if tr.augment is not None and "rng.augment" in tensors:
-        tr.augment.load_state_dict({"generator": tensors["rng.augment"]})
+    tr.setup.shuffle.set_state(tensors["rng.shuffle"])
+    if tr.setup.augment is not None and "rng.augment" in tensors:
+        tr.setup.augment.load_state_dict({"generator": tensors["rng.augment"]})
     _set_np_state(meta["rng_numpy"])
     _set_py_state(meta["rng_python"])
     st.cursor = None if meta.get("cursor") is None else EpochCursor.from_flat(tensors, meta["cursor"], tr.device)
@@ -127,7 +122,7 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     grads = ckpt.unprefixed("grad", tensors)
     for name, p in tr.model.named_parameters():
         p.grad = grads[name].to(p.device).clone() if name in grads else None
-    tr._set_lr()
+    tr.apply_lr()
 
 
 def _named(callbacks: list) -> list[tuple[str, Any]]:

@@ -133,3 +133,12 @@ class Plateau:
     def load_state_dict(self, state: dict) -> None:
         self.scale, self.best = state["scale"], state["best"]
         self.bad_epochs, self.cooldown = state["bad_epochs"], state["cooldown"]
+
+
+def swa_lr(step: int, *, start_step: int, anneal_steps: int, lr_start: float, swa_lr: float,
+           strategy: str) -> float:
+    """LR of optimizer step `step` (0-based) in the SWA phase, as torch's SWALR stepped once per step:
+    lr_start at start_step, then annealed (cos or linear) to swa_lr over anneal_steps steps, then kept."""
+    t = 1.0 if anneal_steps == 0 else min(max((step - start_step) / anneal_steps, 0.0), 1.0)
+    alpha = t if strategy == "linear" else (1 - math.cos(math.pi * t)) / 2
+    return swa_lr * alpha + lr_start * (1 - alpha)

@@ -1,8 +1,9 @@
 """lr-range: the LR range test (Smith 2017), and the `trainwell fit --find-lr` behind it.
 
-The recipe's model, data, loss and optimizer take STEPS training steps with the learning rate
-growing exponentially from START_LR to END_LR (one step per batch, reshuffling when the training
-split runs out). While running, the batch loss is smoothed by a bias-corrected exponential
+The recipe's Setup (build.py: model, data, loss, optimizer, penalties, clipping, augmentation)
+takes STEPS steps of the run's own `train_step` with the learning rate growing exponentially from
+START_LR to END_LR (one step per `train.accumulate` batches, reshuffling when the training split
+runs out), so the LR it suggests is measured on the step that will train. While running, the batch loss is smoothed by a bias-corrected exponential
 average and the test stops when that exceeds DIVERGE × its best value or turns non-finite. The
 exponential average lags behind the growing LR (by ~1/(1-BETA) steps, a good part of a decade),
 so the curve that is drawn and read is a centred moving average of the batch losses instead.
@@ -27,8 +28,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..build import build
 from ..recipe import Recipe, load_recipe
-from ..seeding import stream
+from ..step import train_step
 from .page import Figure, LabResult, png
 
 RULES = ("steepest", "valley", "min/10")
@@ -53,48 +55,31 @@ class RangeTest:
                 "lrs": self.lrs.tolist(), "losses": self.losses.tolist(), "smooth": self.smooth.tolist()}
 
 
-def _train_step_parts(recipe: Recipe):
-    from ..api import build_network, prepare_data
-    from ..losses import build_loss
-    from ..optim import build_optimizer
-
-    device = torch.device("cpu")
-    prepared = prepare_data(recipe, None, device)
-    net, _ = build_network(recipe, prepared.dataset)
-    loss_fn = build_loss(recipe.loss, prepared.dataset.task)
-    return prepared.train, net, loss_fn, build_optimizer(net, recipe.optimizer, device)
-
-
 def range_test(recipe: Recipe, steps: int = STEPS) -> RangeTest:
     """Run the LR range test on the recipe's model and data, seeded by recipe.seed."""
-    from ..losses import l1_penalty, l2_penalty
-    from ..optim import apply_decoupled_decay, split_parameters
+    from ..api import prepare_data
 
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
-        train, net, loss_fn, opt = _train_step_parts(recipe)
-        decay = split_parameters(net)[0]
-        reg, bs = recipe.regularization, min(recipe.train.batch_size, len(train))
-        order = stream(recipe.seed, "shuffle")
-        perm, at = torch.randperm(len(train), generator=order), 0
+        device = torch.device("cpu")
+        setup = build(recipe, prepare_data(recipe, None, device), device)
+        train, bs, acc = setup.train, min(recipe.train.batch_size, len(setup.train)), recipe.train.accumulate
+        perm, at = torch.randperm(len(train), generator=setup.shuffle), 0
         lrs, losses = [], []
         avg, best, reason, diverged = 0.0, math.inf, f"reached end_lr {END_LR:g}", None
-        net.train()
+        setup.model.train()
         for i in range(steps):
             lr = START_LR * (END_LR / START_LR) ** (i / (steps - 1))
-            if at + bs > len(train):
-                perm, at = torch.randperm(len(train), generator=order), 0
-            idx = perm[at:at + bs]
-            at += bs
-            for g in opt.param_groups:
+            for g in setup.optimizer.param_groups:
                 g["lr"] = lr
-            loss = loss_fn(net(train.x[idx]), train.y[idx])
-            total = loss + (l2_penalty(decay, reg.l2) if reg.l2 else 0) + (l1_penalty(decay, reg.l1) if reg.l1 else 0)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            apply_decoupled_decay(opt)
-            opt.step()
-            value = float(loss.detach())
+            batch_losses = []
+            for k in range(acc):
+                if at + bs > len(train):
+                    perm, at = torch.randperm(len(train), generator=setup.shuffle), 0
+                idx = perm[at:at + bs]
+                at += bs
+                batch_losses.append(train_step(setup, train.x[idx], train.y[idx], close=k == acc - 1).loss)
+            value = float(torch.stack(batch_losses).detach().mean())
             avg = BETA * avg + (1 - BETA) * value
             s = avg / (1 - BETA ** (i + 1))
             if not math.isfinite(s) or s > DIVERGE * best:

@@ -33,13 +33,13 @@ class PruneCallback(Callback):
         self.trial, self.metric = trial, metric
         self.pruned_at: int | None = None
 
-    def epoch_end(self, trainer, row: dict[str, Any]) -> None:
+    def epoch_end(self, trainer, row: dict[str, Any]) -> StopReason | None:
         value = row.get(self.metric)
         if value is None or not math.isfinite(value):
-            return                   # a non-finite run stops by itself, with its own reason
+            return None              # a non-finite run stops by itself, with its own reason
         epoch = row["epoch"]
         self.trial.report(float(value), epoch)
-        st = trainer.state
-        if st.stop_reason is None and self.trial.should_prune():
-            st.stop_reason, st.stopped_epoch = StopReason.PRUNED.value, epoch
+        if trainer.state.stop_reason is None and self.trial.should_prune():
             self.pruned_at = epoch
+            return StopReason.PRUNED
+        return None

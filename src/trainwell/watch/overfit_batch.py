@@ -2,18 +2,24 @@
 single small batch to almost zero. If it cannot, something is broken (a bug, a too-low learning
 rate, a model without enough capacity) and a long run would only hide it.
 
-Regularization is switched off for the check (dropout, L1/L2, weight decay, label smoothing):
-it exists to stop exactly this memorization.
+Regularization is switched off for the check (dropout, L1/L2, weight decay, label smoothing,
+augmentation): it exists to stop exactly this memorization. Everything else is the run's own:
+the Setup from build.py and its `train_step` (clipping included), on the first batch that the
+run's shuffled order would train on.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
+from ..build import build
+from ..metrics import predictions
 from ..recipe import Recipe
+from ..seeding import seed_globals
+from ..step import train_step
 
 # Without regularization, a healthy model memorizes one batch: its loss falls by orders of magnitude.
 PASS_LOSS = 0.05
@@ -36,34 +42,25 @@ class OverfitResult:
 
 def _unregularized(recipe: Recipe) -> Recipe:
     return recipe.replace(**{"model.dropout": 0.0, "regularization.l1": 0.0, "regularization.l2": 0.0,
-                             "optimizer.weight_decay": 0.0, "loss.label_smoothing": 0.0})
+                             "optimizer.weight_decay": 0.0, "loss.label_smoothing": 0.0, "train.accumulate": 1})
 
 
 def overfit_batch(recipe: Recipe, steps: int = 200) -> OverfitResult:
     """Train on the first `train.batch_size` rows of the training split for `steps` steps."""
-    from ..api import build_network, prepare_data
-    from ..losses import build_loss
-    from ..metrics import predictions
-    from ..optim import build_optimizer
+    from ..api import prepare_data
 
     recipe = _unregularized(recipe)
-    torch.manual_seed(recipe.seed)
-    prepared = prepare_data(recipe)
+    seed_globals(recipe.seed)
+    device = torch.device("cpu")
+    prepared = prepare_data(recipe, None, device)
     ds = prepared.dataset
-    net, _ = build_network(recipe, ds)
-    loss_fn = build_loss(recipe.loss, ds.task)
-    optimizer = build_optimizer(net, recipe.optimizer, torch.device("cpu"))
-    n = min(recipe.train.batch_size, len(prepared.train))
-    order = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(recipe.seed))[:n]
-    x, y = prepared.train.x[order], prepared.train.y[order]
+    setup = replace(build(recipe, prepared, device), augment=None)
+    net, loss_fn = setup.model, setup.loss_fn
+    n = min(recipe.train.batch_size, len(setup.train))
+    order = torch.randperm(len(setup.train), generator=setup.shuffle)[:n]
+    x, y = setup.train.x[order], setup.train.y[order]
     net.train()
-    losses = []
-    for _ in range(steps):
-        loss = loss_fn(net(x), y)
-        losses.append(float(loss.detach()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    losses = [float(train_step(setup, x, y).loss.detach()) for _ in range(steps)]
     with torch.no_grad():
         out = net(x)
         final = float(loss_fn(out, y))
