@@ -38,7 +38,7 @@ LABS: dict[str, tuple[str, str]] = {
 
 # The labs that read a recipe (RECIPE, --set) and the ones that repeat over seeds (--seeds).
 RECIPE_LABS = ("regularization", "lr-range", "ablate")
-SEEDS_LABS = ("lr-range", "search-layout", "ablate")
+SEEDS_LABS = ("lr-range", "search-layout", "ablate", "regularization")
 
 
 @dataclass(frozen=True)
