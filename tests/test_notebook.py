@@ -3,6 +3,10 @@
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
+
+import pytest
 
 TINY = {"data.source": "moons", "data.n_samples": 200, "model.hidden": [8], "train.epochs": 2,
         "watch.report": True}
@@ -90,3 +94,34 @@ def test_lr_find_returns_suggestions_and_a_figure():
     again = range_test(load_recipe(None, sets), steps=40)
     assert found.suggestions == again.suggestions and found.lr == again.suggestions.get("valley")
     assert found._repr_png_()[:4] == b"\x89PNG" and len(repr(found)) < 300
+
+
+NOTEBOOK = Path(__file__).parents[1] / "examples" / "teaching.ipynb"
+
+
+def test_teaching_notebook_is_stored_without_outputs():
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+@pytest.mark.slow
+def test_teaching_notebook_executes_headless(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    started = time.monotonic()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert time.monotonic() - started < 300
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("trainwell: epoch" in h for h in html)                    # the per-epoch table of fit
+    assert any("trainwell lab: initialization" in h for h in html)       # a lab inline, figures and table
+    assert any("<caption>trainwell run</caption>" in h for h in html)    # a Run's summary
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert pngs                                                         # run.plot(), the range test
+    assert (tmp_path / "runs" / "notebook-early-stopping" / "report.html").exists()

@@ -167,6 +167,8 @@ def doctor(run_or_path: Any) -> Findings:
     run = run_or_path
     if getattr(run, "path", None) is not None and (Path(run.path) / "history.csv").exists():
         return Findings(diagnose(load_evidence(run.path)))
+    if getattr(run, "extras", {}).get("findings") is not None:       # fit's own diagnosis (with its probes)
+        return Findings(run.extras["findings"])
     if hasattr(run, "history") and hasattr(run, "recipe"):
         return Findings(diagnose(Evidence(run.recipe.to_dict(), run.history, run.metrics)))
     raise TrainwellError(f"doctor: expected a Run or a run folder, got {type(run_or_path).__name__}")
