@@ -27,6 +27,7 @@ from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .loop import Callback, SplitTensors, Trainer
+from .notebook import RunViews
 from .recipe import Recipe, load_recipe
 from .rundir import (
     DATA_SCHEMA,
@@ -43,9 +44,10 @@ from .rundir import (
 from .seeding import seed_globals
 
 
-@dataclass
-class Run:
-    """The result of `fit`: the run folder and what it holds, in memory."""
+@dataclass(repr=False)      # the short repr of RunViews: the dataclass one printed every tensor
+class Run(RunViews):
+    """The result of `fit`: the run folder and what it holds, in memory (in a notebook: a short repr,
+    an HTML summary, `history_df()`, `plot()` and `report()`, see notebook.py)."""
     path: Path | None
     recipe: Recipe
     model: nn.Module
