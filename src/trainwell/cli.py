@@ -202,6 +202,7 @@ def _lab_parser(name: str) -> argparse.ArgumentParser:
     g = p.add_argument_group(f"parameters of lab {name} (also --set NAME=VALUE)")
     for key, param in params_of(name).items():
         default = param.default if not isinstance(param.default, list) else ",".join(map(str, param.default))
+        default = "see above" if default in ("", []) else default
         quick = "" if param.quick is None else f"; --quick: {param.quick}"
         g.add_argument(f"--{key}", dest=key, metavar=key.upper().replace("-", "_"),
                        help=f"{param.help} ({param.describe()}; default {default}{quick})")
