@@ -7,6 +7,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import platform
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -175,6 +176,14 @@ def check_monitors(recipe: Recipe, task: str) -> None:
         raise RecipeError(problems)
 
 
+def seed_global_rngs(seed: int) -> None:
+    """torch's, numpy's and Python's global generators from the recipe's seed: the checkpoints save
+    all three (for an exact resume), so two identical runs write identical checkpoints."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def environment() -> dict[str, str]:
     return {"trainwell": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
@@ -201,7 +210,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     device = pick_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    torch.manual_seed(recipe.seed)
+    seed_global_rngs(recipe.seed)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
