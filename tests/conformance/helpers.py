@@ -21,12 +21,11 @@ TINY = {"data.source": "moons", "data.n_samples": 120, "model.hidden": [8], "tra
 def combinations(axes: dict[str, list], fast: int, seed: int = 18) -> list:
     """Every combination of the axes' values as pytest params (ids name them); `fast` of them,
     drawn with a fixed seed, run by default, the others are marked slow."""
-    names = list(axes)
     combos = list(itertools.product(*axes.values()))
     chosen = set(random.Random(seed).sample(range(len(combos)), min(fast, len(combos))))
     params = []
     for k, combo in enumerate(combos):
-        cid = "-".join(f"{n}={_short(v)}" for n, v in zip(names, combo))
+        cid = "-".join(_short(v) for v in combo)
         marks = () if k in chosen else (pytest.mark.slow,)
         params.append(pytest.param(*combo, id=cid, marks=marks))
     return params
