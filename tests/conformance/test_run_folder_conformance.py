@@ -26,12 +26,10 @@ VOLATILE_FILES = {".lock"}                                   # holds the pid of 
 CHECKPOINTS_WITH_HISTORY = {"last.safetensors"}              # so their manifest digest/size vary too
 
 CONFIGS = {
-    "plain": {},
-    "swa": {"train.swa.start_epoch": 2},
-    "ensemble": {"train.ensemble.members": 2, "train.ensemble.method": "bagging"},
-    "snapshots+augment": {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": 1, "train.snapshots": 2,
-                          "data.augment.noise_std": 0.1},
-    "rollback+midepoch": {"watch.on_nan": "rollback", "checkpoint.every_steps": 3},
+    "plain": {},                                             # every watch output: probes, doctor, report
+    "ensemble-bagging": {"train.ensemble.members": 2, "train.ensemble.method": "bagging"},
+    "swa-augment-rollback": {"train.swa.start_epoch": 2, "data.augment.noise_std": 0.1, "watch.on_nan": "rollback",
+                             "checkpoint.every_steps": 3},
 }
 BASE = {"data.source": "moons", "data.n_samples": 150, "model.hidden": [16], "train.epochs": 3,
         "train.batch_size": 16}

@@ -18,13 +18,13 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 import trainwell as tw
 
 HERE = Path(__file__).parent
-TRIALS, STEPS_PER_TRIAL = 6, 16          # moons 200 rows, split 0.6 -> 120 train rows, batch 32, 4 epochs
+TRIALS, STEPS_PER_TRIAL = 5, 12          # moons 200 rows, split 0.6 -> 120 train rows, batch 32, 3 epochs
 
 
 def recipe_text(strategy: str, pruner: str) -> str:
     return "\n".join([
         'name = "kill-search"', "[data]", 'source = "moons"', "n_samples = 200", "[model]", "hidden = [8]",
-        "[train]", "epochs = 4", "batch_size = 32", "[stopping]", "enabled = false",
+        "[train]", "epochs = 3", "batch_size = 32", "[stopping]", "enabled = false",
         "[watch]", "probes = false", "doctor = false", "report = false",
         "[search]", f'strategy = "{strategy}"', f"trials = {TRIALS}", "rounds = 3", "keep = 2", "grid_points = 3",
         f'pruner = "{pruner}"', "min_epochs = 1", "prune_startup = 1", 'metric = "val_loss"',
@@ -50,11 +50,12 @@ def test_killed_and_rerun_search_equals_the_uninterrupted_one(tmp_path, strategy
 
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(HERE / "kill_at_step.py"), str(STEPS_PER_TRIAL + 6), "search",
+    done = subprocess.run([sys.executable, str(HERE / "kill_at_step.py"), str(STEPS_PER_TRIAL + 5), "search",
                            str(path), "--out", str(killed), "--quiet"], capture_output=True, text=True,
                           env=env, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    assert [t[1] for t in trials(killed)][:2] == ["COMPLETE", "RUNNING"]    # it died in the second trial
+    states = [t[1] for t in trials(killed)]
+    assert states[0] == "COMPLETE" and "RUNNING" in states          # it died inside a later trial
     tw.search(tw.load_recipe(path), out=killed, quiet=True, worker_only=True)
 
     clean = trials(tmp_path / "clean")
