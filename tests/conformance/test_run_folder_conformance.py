@@ -95,6 +95,7 @@ def test_identical_runs_write_identical_folders(tmp_path, config):
     assert compare(tmp_path / "a", tmp_path / "b") == []
 
 
+@pytest.mark.slow
 def test_the_comparison_sees_a_changed_byte(tmp_path):
     """The comparison above is not vacuous: a run with another seed differs, and so does a changed byte."""
     fit_in_subprocess(tmp_path / "a", {**BASE, **QUIET})
