@@ -7,7 +7,6 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import platform
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from .loop import Callback, SplitTensors, Trainer
 from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
 from .metrics import metric_names
 from .models import build_model
+from .notebook import RunViews
 from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -47,11 +47,13 @@ from .rundir import (
     release_run_lock,
     write_json,
 )
+from .seeding import seed_globals, stream, stream_seed
 
 
-@dataclass
-class Run:
-    """The result of `fit`: the run folder and what it holds, in memory."""
+@dataclass(repr=False)      # the short repr of RunViews: the dataclass one printed every tensor
+class Run(RunViews):
+    """The result of `fit`: the run folder and what it holds, in memory (in a notebook: a short repr,
+    an HTML summary, `history_df()`, `plot()` and `report()`, see notebook.py)."""
     path: Path | None
     recipe: Recipe
     model: nn.Module
@@ -144,7 +146,7 @@ def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -
     kind = resolve_kind(recipe.loss.kind, ds.task)
     if model is None:
         model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
-        init_model_(model, recipe.init, torch.Generator().manual_seed(recipe.seed))
+        init_model_(model, recipe.init, stream(recipe.seed, "init"))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
     return model, kind
@@ -176,14 +178,6 @@ def check_monitors(recipe: Recipe, task: str) -> None:
         raise RecipeError(problems)
 
 
-def seed_global_rngs(seed: int) -> None:
-    """torch's, numpy's and Python's global generators from the recipe's seed: the checkpoints save
-    all three (for an exact resume), so two identical runs write identical checkpoints."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
 def environment() -> dict[str, str]:
     return {"trainwell": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
@@ -210,7 +204,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     device = pick_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    seed_global_rngs(recipe.seed)
+    seed_globals(recipe.seed)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
@@ -221,7 +215,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
-    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes, recipe.seed + 2)
+    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes,
+                              stream_seed(recipe.seed, "augment"))
     net = net.to(device)
     _check_forward(net, prepared.train)
     optimizer = build_optimizer(net, recipe.optimizer, device)
