@@ -45,6 +45,8 @@ def initial_loss(ev: Evidence) -> list[Finding]:
                                                                             "bce_with_logits"):
         return []
     c = 2 if ev.task == "binary" else ev.n_classes
+    if c < 2:
+        return []
     expected = math.log(c)
     if loss <= 3 * expected and loss >= 0.5 * expected:
         return []
@@ -309,7 +311,7 @@ def leakage(ev: Evidence) -> list[Finding]:
 
 
 def mislabeled(ev: Evidence) -> list[Finding]:
-    suspects = [s for s in ev.facts.get("suspects", []) if s["confidence"] >= 0.5]
+    suspects = [s for s in ev.facts.get("suspects") or [] if _num(s.get("confidence")) >= 0.5]
     fit = _finite(ev.column("train_accuracy"))
     # A model that does not fit most training rows has no authority to doubt their labels.
     if not suspects or not fit or max(fit) < 0.9:
@@ -335,4 +337,10 @@ RULES: dict[str, Callable[[Evidence], list[Finding]]] = {
 def diagnose(ev: Evidence) -> list[Finding]:
     """Every rule's findings, most severe first."""
     found = [f for rule in RULES.values() for f in rule(ev)]
+    if not _finite(ev.column("train_loss")):
+        found.append(Finding("cannot_judge", "info",
+                             "cannot judge: " + ("the history is empty, so there are no learning curves" if not ev.history else
+                                                                     "no epoch has a finite training loss, so the learning curves say nothing"),
+                             {"epochs": len(ev.history)}, "Look at the findings above, if any; otherwise "
+                             "rerun with more epochs."))
     return sorted(found, key=lambda f: -SEVERITIES.index(f.severity))
