@@ -46,6 +46,7 @@ from .rundir import (
     release_run_lock,
     write_json,
 )
+from .seeding import seed_globals, stream, stream_seed
 
 
 @dataclass
@@ -143,7 +144,7 @@ def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -
     kind = resolve_kind(recipe.loss.kind, ds.task)
     if model is None:
         model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
-        init_model_(model, recipe.init, torch.Generator().manual_seed(recipe.seed))
+        init_model_(model, recipe.init, stream(recipe.seed, "init"))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
     return model, kind
@@ -201,7 +202,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     device = pick_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    torch.manual_seed(recipe.seed)
+    seed_globals(recipe.seed)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
@@ -212,7 +213,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
-    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes, recipe.seed + 2)
+    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes,
+                              stream_seed(recipe.seed, "augment"))
     net = net.to(device)
     _check_forward(net, prepared.train)
     optimizer = build_optimizer(net, recipe.optimizer, device)

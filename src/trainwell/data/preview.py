@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, RecipeError
+from ..seeding import stream_seed
 from .augment import Augmenter, check_augment
 
 
@@ -32,12 +33,8 @@ def _displayable(img: torch.Tensor) -> np.ndarray:
 
 def preview(recipe, out: str | Path, count: int = 32) -> Path:
     """Write a grid of `count` augmented training images of `recipe` to `out` (PNG); returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..api import prepare_data
+    from ..figures import plt
 
     prepared = prepare_data(recipe)
     train = prepared.train
@@ -49,7 +46,7 @@ def preview(recipe, out: str | Path, count: int = 32) -> Path:
         raise RecipeError(problems)
     classes = prepared.dataset.classes
     rows = torch.arange(min(count, len(train)))
-    aug = Augmenter(recipe.data.augment, len(classes), recipe.seed + 2)
+    aug = Augmenter(recipe.data.augment, len(classes), stream_seed(recipe.seed, "augment"))
     x, y = aug(train.x[rows], train.y[rows])
     cols = 8
     nrows = -(-len(rows) // cols)
