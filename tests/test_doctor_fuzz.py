@@ -4,6 +4,7 @@ gives findings or a clean "cannot judge" note -- never an exception."""
 
 import math
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -163,3 +164,35 @@ def test_doctor_and_report_read_a_run_that_diverged_with_sgd(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "divergence" in out
     assert main(["report", str(tmp_path)]) == 0
+
+
+FOLDERS = {
+    "one_epoch": {"train.epochs": 1},
+    "regression": {"data.source": "diabetes", "train.epochs": 2},
+    "cnn": {"data.source": "shapes", "data.n_samples": 60, "data.image_size": 8, "model.kind": "cnn",
+            "model.channels": [4], "train.epochs": 1},
+    "ensemble": {"train.ensemble.members": 2, "train.epochs": 2},
+    "swa": {"train.swa.start_epoch": 1, "train.epochs": 2},
+    "ema": {"train.ema_decay": 0.9, "train.epochs": 2},
+    "probes_off": {"watch.probes": False, "train.epochs": 2},
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOLDERS) + ["custom_module", "interrupted"])
+def test_doctor_and_report_read_every_kind_of_run_folder(case, tmp_path, capsys):
+    from torch import nn
+
+    from trainwell.api import fit
+    from trainwell.cli import main
+
+    if case == "custom_module":
+        fit(out=tmp_path, quiet=True, model=nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)),
+            **{"data.source": "iris", "train.epochs": 2})
+    else:
+        fit(out=tmp_path, quiet=True, **{"data.source": "iris", **FOLDERS.get(case, {"train.epochs": 2})})
+    if case == "interrupted":             # a run stopped before its end: no metrics, facts or report yet
+        for name in ("metrics.json", "facts.json", "diagnosis.json", "report.html"):
+            (tmp_path / name).unlink(missing_ok=True)
+    assert main(["doctor", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -369,7 +369,7 @@ def _capacity(ev: Evidence) -> list[Option]:
             return [Option("a wider model", {"model.channels": [2 * c for c in ch]})]
     hidden = ev.setting("model.hidden")
     if isinstance(hidden, list):
-        wider = [max(64, 4 * h) for h in hidden] if hidden else [64]
+        wider = [max(64, 2 * h) for h in hidden] if hidden else [64]
         if len(wider) < 2:
             wider = wider + [wider[-1]]
         return [Option("a wider/deeper model", {"model.hidden": wider})]

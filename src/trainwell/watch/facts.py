@@ -103,7 +103,7 @@ def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
     else:
         if len(np.unique(yt)) < 2:
             return {}
-        models = {"linear": LogisticRegression(max_iter=300), "knn": KNeighborsClassifier(k)}
+        models = {"linear": LogisticRegression(max_iter=200), "knn": KNeighborsClassifier(k)}
         metric = "accuracy"
     scores = {}
     with warnings.catch_warnings():
@@ -131,13 +131,13 @@ def label_noise(model_probs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, con
     if len(xs) < 20 or not np.isfinite(xs).all() or not torch.isfinite(model_probs).all():
         return {}
     rows = np.arange(len(xs))
-    if len(xs) > BASELINE_ROWS:
+    if len(xs) > BASELINE_ROWS:          # a sample is enough for a rate, and keeps this to milliseconds
         rows = np.sort(np.random.default_rng(seed).choice(len(xs), BASELINE_ROWS, replace=False))
-    (xs_std,) = _standardized(xs)
+    (xs_std,) = _standardized(xs[rows])
     k = 10
-    nn_idx = NearestNeighbors(n_neighbors=min(k + 1, len(xs))).fit(xs_std).kneighbors(
-        xs_std[rows], return_distance=False)[:, 1:]
-    votes = ys[nn_idx]
+    nn_idx = NearestNeighbors(n_neighbors=min(k + 1, len(rows))).fit(xs_std).kneighbors(
+        xs_std, return_distance=False)[:, 1:]
+    votes = ys[rows][nn_idx]
     neighbours_agree = (votes == ys[rows][:, None]).mean(1)
     conf, pred = model_probs[rows].max(1)
     suspect = (pred.numpy() != ys[rows]) & (conf.numpy() >= confidence) & (neighbours_agree < 0.5)
