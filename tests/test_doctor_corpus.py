@@ -3,12 +3,14 @@ held to its labels (its rules fire, its root cause comes first, no must-not-fire
 warning level, no remedy repeats the recipe, no crash); the whole corpus against the goals."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 spec = importlib.util.spec_from_file_location("doctor_corpus", Path(__file__).parents[1] / "benchmarks" / "doctor_corpus.py")
 corpus = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = corpus          # dataclasses look their module up while the file executes
 spec.loader.exec_module(corpus)
 
 FAST = [s for s in corpus.SCENARIOS if s.fast]
