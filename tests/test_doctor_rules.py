@@ -221,9 +221,13 @@ def test_overfitting_with_early_stopping_restoring_the_best_epoch_is_a_note():
     rows = curve([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1])
     (f,) = D.overfitting(ev(rows))          # the default recipe stops early and restores the best epoch
     assert f.severity == "info" and "stopping.enabled" not in f.overrides
-    off = {**RECIPE, "stopping": {**RECIPE["stopping"], "enabled": False}}
+    off = {**RECIPE, "stopping": {**RECIPE["stopping"], "enabled": False, "restore_best": False}}
     (g,) = D.overfitting(ev(rows, recipe=off))
-    assert g.severity == "warning" and g.overrides == {"stopping.enabled": True}
+    assert g.severity == "warning" and g.overrides == {"stopping.enabled": True, "stopping.restore_best": True}
+    # the best epoch restored without early stopping: still a note, and regularization is proposed instead
+    kept = {**RECIPE, "stopping": {**RECIPE["stopping"], "enabled": False}}
+    (h,) = D.overfitting(ev(rows, recipe=kept))
+    assert h.severity == "info" and "stopping.enabled" not in h.overrides and "optimizer.weight_decay" in h.overrides
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

@@ -296,14 +296,16 @@ def overfitting(ev: Evidence) -> list[Finding]:
     gap = worst[1] - worst[2]
     if rise < 0.2 or worst[2] > t0 or gap <= 0:
         return []
-    kept = bool(ev.setting("stopping.enabled")) and bool(ev.setting("stopping.restore_best"))
+    # restore_best returns the best epoch's weights whether or not the run stopped early
+    kept = bool(ev.setting("stopping.restore_best"))
     severity = "warning" if rise > 0.5 and not kept else "info"
-    options = [Option("stop early and keep the best epoch's weights",
-                      {"stopping.enabled": True, "stopping.restore_best": True}),
+    stop = Option("stop early and keep the best epoch's weights",
+                  {"stopping.enabled": True, "stopping.restore_best": True})
+    options = [*([] if kept else [stop]),
                Option("weight decay", {"optimizer.weight_decay": _more_decay(ev)}),
                Option("dropout", {"model.dropout": max(0.3, _num(ev.setting("model.dropout", 0.0)) or 0.0)}),
                Option("augment the data or get more of it")]
-    note = (f" (early stopping kept epoch {epoch0}'s weights, so the returned model is not affected)"
+    note = (f" (stopping.restore_best returned epoch {epoch0}'s weights, so the returned model is not affected)"
             if kept else "")
     return [finding(ev, "overfitting", severity,
                     f"overfitting began at epoch {epoch0}: validation loss rose {rise:.0%} above its minimum "
