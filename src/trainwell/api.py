@@ -32,6 +32,7 @@ from .loop import Callback, SplitTensors, Trainer
 from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
 from .metrics import metric_names
 from .models import build_model
+from .notebook import RunViews
 from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -49,9 +50,10 @@ from .rundir import (
 from .seeding import seed_globals, stream, stream_seed
 
 
-@dataclass
-class Run:
-    """The result of `fit`: the run folder and what it holds, in memory."""
+@dataclass(repr=False)      # the short repr of RunViews: the dataclass one printed every tensor
+class Run(RunViews):
+    """The result of `fit`: the run folder and what it holds, in memory (in a notebook: a short repr,
+    an HTML summary, `history_df()`, `plot()` and `report()`, see notebook.py)."""
     path: Path | None
     recipe: Recipe
     model: nn.Module
