@@ -104,9 +104,15 @@ def _doctor(args: argparse.Namespace) -> int:
         return 0
     from .watch.doctor import diagnose, format_findings, load_evidence, write_diagnosis
 
+    if args.epochs is not None and not args.try_:
+        raise TrainwellError("doctor: --epochs is the budget of --try; give --try as well")
     findings = diagnose(load_evidence(args.run_dir))
     write_diagnosis(Path(args.run_dir), findings)
     print("\n".join(format_findings(findings)))
+    if args.try_:
+        from .watch.trial import try_remedy
+
+        print(f"try: {try_remedy(args.run_dir, epochs=args.epochs).summary()}")
     return 0
 
 
@@ -308,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overfit-batch", metavar="RECIPE", help="train on one batch of RECIPE.toml and give a verdict")
     d.add_argument("--steps", type=_positive_int, default=200, help="optimizer steps of the overfit-one-batch check")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--try", dest="try_", action="store_true",
+                   help="re-run RUN_DIR's recipe with the first finding's overrides (same seed and split) and "
+                        "print the monitored value before and after")
+    d.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs of the --try re-run (default: the run's own)")
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html from the run folder")
     rp.add_argument("run_dir", help="run folder written by `trainwell fit`")
