@@ -17,19 +17,22 @@ import torch
 from torch import nn
 
 from . import __version__
+from .averaging import WeightAveraging
 from .build import build
-from .checkpoint import prefixed
+from .checkpoint import prefixed, save_checkpoint
 from .data import checks
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import Splits, make_splits
-from .ensemble import member_rows
+from .ensemble import EnsembleRun, Snapshots, member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .loop import Callback, SplitTensors, Trainer
 from .notebook import RunViews
+from .progress import ProgressBar
 from .recipe import Recipe, load_recipe
 from .rundir import (
+    CHECKPOINTS,
     DATA_SCHEMA,
     HISTORY,
     METRICS,
@@ -41,7 +44,9 @@ from .rundir import (
     release_run_lock,
     write_json,
 )
+from .search.lock import LockedSplit
 from .seeding import seed_globals
+from .watch.session import WatchSession
 
 
 @dataclass(repr=False)      # the short repr of RunViews: the dataclass one printed every tensor
@@ -128,8 +133,6 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
 
     test = part(splits.test)
     if lock_test and test is not None:
-        from .search.lock import LockedSplit
-
         test = LockedSplit(len(splits.test))
     return Prepared(ds, part(splits.train), part(splits.val), test, normalizer,
                     {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
@@ -176,11 +179,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if prepared.impute_values is not None:
         saved["impute.values"] = prepared.impute_values
 
-    from .watch.session import WatchSession
     watch = WatchSession(recipe, run_dir)
     finisher = _finisher(recipe, quiet)   # ensemble, snapshots, SWA or EMA: decides the returned model
     callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
-    from .progress import ProgressBar
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
     try:
@@ -238,9 +239,6 @@ def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | 
 
 
 def _finisher(recipe: Recipe, quiet: bool):
-    from .averaging import WeightAveraging
-    from .ensemble import EnsembleRun, Snapshots
-
     return (WeightAveraging.from_recipe(recipe) or Snapshots.from_recipe(recipe)
             or EnsembleRun.from_recipe(recipe, quiet))
 
@@ -252,9 +250,6 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
     def save(name: str, model: nn.Module, meta: dict[str, Any]) -> str | None:
         if run_dir is None:
             return None
-        from .checkpoint import save_checkpoint
-        from .rundir import CHECKPOINTS
-
         save_checkpoint(run_dir / CHECKPOINTS / name, {**prefixed("model", model.state_dict()), **saved}, meta)
         return f"{CHECKPOINTS}/{name}"
 

@@ -18,12 +18,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RecipeError
+from .recipe_errors import KNOWN_DIRECTIONS, drop_unknown, format_errors, set_dotted, unknown_key_problems
 from .recipe_errors import field_keys as _keys
-from .search.space import SearchSection
+from .search.space import SearchSection, space_problems
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "identity")
-# Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
-KNOWN_DIRECTIONS = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "f1": "max", "r2": "max"}
 
 
 class Section(BaseModel):
@@ -545,8 +544,6 @@ class Recipe(Section):
                              f"got loss.kind = "
                              f"{self.loss.kind!r}")
         if self.search.space:
-            from .search.space import space_problems
-
             problems = space_problems(self)
             if problems:
                 raise ValueError("; ".join(problems))
@@ -556,7 +553,6 @@ class Recipe(Section):
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str | None = None) -> Recipe:
         raw = dict(raw)
-        from .recipe_errors import drop_unknown, format_errors, unknown_key_problems
 
         problems = unknown_key_problems(cls, raw)
         try:
@@ -595,19 +591,6 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-
-
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise RecipeError([f"{key}: {part!r} is a value, not a section"])
-        node = child
-    node[parts[-1]] = value
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

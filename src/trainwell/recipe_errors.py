@@ -9,6 +9,24 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from .errors import RecipeError
+
+# Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
+KNOWN_DIRECTIONS = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "f1": "max", "r2": "max"}
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise RecipeError([f"{key}: {part!r} is a value, not a section"])
+        node = child
+    node[parts[-1]] = value
+
 
 def field_keys(model: type[BaseModel]) -> dict[str, str]:
     """Recipe key -> attribute name (they differ for keys that are Python keywords, like init.from)."""

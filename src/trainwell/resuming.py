@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .api import fit
 from .callbacks import StopReason
 from .checkpoint import MANIFEST, load_checkpoint, read_manifest
 from .errors import CheckpointError, RunDirError
@@ -31,8 +32,6 @@ def resume(run_dir: str | Path, *, quiet: bool = False, model=None, data: Any = 
     `overrides`: dotted keys among MAY_CHANGE, e.g. `resume(path, **{"train.epochs": 60})`.
     `model` / `data`: the same custom module / (x, y) arrays the run was started with, if any.
     A folder without a checkpoint yet (killed before its first save) starts from the beginning."""
-    from .api import fit
-
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE).is_file():
         raise RunDirError(f"{run_dir}: no {RECIPE}; not a trainwell run folder")

@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 from ..errors import TrainwellError
 from ..recipe import Recipe
 from ..rundir import METRICS, atomic_write_text, write_json
+from .protocol import FINAL, retrain_and_test
 from .strategies import decode
+from .study import counts
 
 TRIALS_CSV, BEST = "trials.csv", "best.json"
 
@@ -59,9 +61,24 @@ def _public(url: str) -> str:
     return f"{scheme}://{rest.rsplit('@', 1)[1]}"
 
 
-def finish(study, recipe: Recipe, study_dir: Path, url: str, seconds: float, quiet: bool) -> dict[str, Any]:
-    from .run import retrain, summary
+def retrain(study, recipe: Recipe, study_dir: Path) -> tuple[Any, dict[str, Any], int]:
+    """The best trial's values retrained on train+validation for its best epoch count; test once."""
+    best = study.best_trial
+    values = {k: decode(recipe.search.space[k], v) for k, v in best.params.items()}
+    epochs = int(best.user_attrs["best_epoch"])
+    return retrain_and_test(recipe, values, epochs, study_dir / FINAL), values, epochs
 
+
+def summary(study, recipe: Recipe, url: str, seconds: float) -> dict[str, Any]:
+    s = recipe.search
+    n = counts(study)
+    return {"strategy": s.strategy, "trials": study.user_attrs.get("trainwell", {}).get("trials"),
+            "complete": n["complete"], "pruned": n["pruned"], "failed": n["fail"], "metric": s.metric,
+            "direction": s.direction, "pruner": s.pruner, "study": study.study_name,
+            "storage": url if "://" not in url else url.split("@")[-1], "seconds": round(seconds, 2)}
+
+
+def finish(study, recipe: Recipe, study_dir: Path, url: str, seconds: float, quiet: bool) -> dict[str, Any]:
     rows = trial_rows(study, recipe)
     atomic_write_text(study_dir / TRIALS_CSV, trials_csv(rows))
     if not any(r["state"] == "complete" for r in rows):

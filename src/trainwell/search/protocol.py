@@ -33,13 +33,13 @@ def _base(recipe: Recipe) -> dict[str, Any]:
 
 def trial_recipe(recipe: Recipe, values: dict[str, Any]) -> Recipe:
     """The recipe of one trial: the searched values set, no [search], the watch off."""
-    return Recipe.from_dict(apply_values(_base(recipe), {**values, **_QUIET_WATCH}))
+    return Recipe.from_dict(apply_values(Recipe, _base(recipe), {**values, **_QUIET_WATCH}))
 
 
 def final_recipe(recipe: Recipe, values: dict[str, Any], epochs: int) -> Recipe:
     """The retrain: chosen values, train+validation rows, exactly `epochs` epochs, nothing monitored on
     validation. The same split seed keeps the test rows the same."""
-    return Recipe.from_dict(apply_values(_base(recipe), {
+    return Recipe.from_dict(apply_values(Recipe, _base(recipe), {
         **values, "data.train_on": "train+val", "train.epochs": epochs, "stopping.enabled": False,
         "stopping.monitor": "train_loss", "stopping.mode": None, "stopping.restore_best": False,
         "checkpoint.best": False}))

@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import RecipeError
 from ..recipe import Recipe
-from ..rundir import METRICS, RECIPE, atomic_write_text, create_run_dir, write_json
-from .protocol import FINAL, check_protocol, retrain_and_test
-from .study import TRIALS, counts, open_storage, open_study, requeue, rescue, storage_url, work, worker_name
+from ..rundir import RECIPE, atomic_write_text, create_run_dir
+from .outputs import finish
+from .protocol import check_protocol
+from .study import TRIALS, open_storage, open_study, requeue, rescue, storage_url, work, worker_name
 
 
 def search(recipe: Recipe, *, trials: int | None = None, jobs: int = 1, storage: str | None = None,
            out: str | Path | None = None, study_name: str | None = None, worker_only: bool = False,
            quiet: bool = False) -> dict[str, Any]:
     """Run (or join) a search; unless `worker_only`, finish with the protocol and write the outputs."""
-    from ..errors import RecipeError
-
     if not recipe.search.space:
         raise RecipeError(["search.space: empty; map at least one recipe key to a distribution, e.g. "
                            "\"optimizer.lr\" = { log_uniform = [1e-4, 1e-1] }"])
@@ -56,8 +56,6 @@ def search(recipe: Recipe, *, trials: int | None = None, jobs: int = 1, storage:
     seconds = time.perf_counter() - tic
     if worker_only:
         return {"path": study_dir, "study": study, "seconds": seconds}
-    from .outputs import finish
-
     return finish(study, recipe, study_dir, url, seconds, quiet)
 
 
@@ -94,26 +92,3 @@ def _worker(recipe_toml: str, study_dir: str, url: str, name: str, index: int, t
     store = open_storage(url, recipe.search)
     study, _ = open_study(store, name, recipe, recipe.search.trials, worker=index)
     work(study, store, recipe, Path(study_dir), quiet)
-
-
-def retrain(study, recipe: Recipe, study_dir: Path) -> tuple[Any, dict[str, Any], int]:
-    """The best trial's values retrained on train+validation for its best epoch count; test once."""
-    from .strategies import decode
-
-    best = study.best_trial
-    values = {k: decode(recipe.search.space[k], v) for k, v in best.params.items()}
-    epochs = int(best.user_attrs["best_epoch"])
-    return retrain_and_test(recipe, values, epochs, study_dir / FINAL), values, epochs
-
-
-def summary(study, recipe: Recipe, url: str, seconds: float) -> dict[str, Any]:
-    s = recipe.search
-    n = counts(study)
-    return {"strategy": s.strategy, "trials": study.user_attrs.get("trainwell", {}).get("trials"),
-            "complete": n["complete"], "pruned": n["pruned"], "failed": n["fail"], "metric": s.metric,
-            "direction": s.direction, "pruner": s.pruner, "study": study.study_name,
-            "storage": url if "://" not in url else url.split("@")[-1], "seconds": round(seconds, 2)}
-
-
-def write_metrics(study_dir: Path, metrics: dict[str, Any]) -> None:
-    write_json(study_dir / METRICS, metrics)

@@ -22,6 +22,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..errors import RecipeError
+from ..recipe_errors import KNOWN_DIRECTIONS, _member_of_kind, field_keys, section_members, set_dotted
+
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int", "int_log")
 STRATEGIES = ("random", "grid", "tpe", "tighten")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
@@ -163,8 +166,6 @@ class SearchSection(BaseModel):
         metric = str(data.get("metric", "val_loss"))
         if data.get("direction") is None and metric.startswith("val_"):   # else: refused below
             base = metric.removeprefix("val_")
-            from ..recipe import KNOWN_DIRECTIONS
-
             if base not in KNOWN_DIRECTIONS:
                 raise ValueError(f"search.direction: the direction of {data.get('metric')!r} is not known; "
                                  "set search.direction = \"minimize\" or \"maximize\"")
@@ -216,31 +217,26 @@ def recipe_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def apply_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A recipe dict with dotted values set. A changed `kind` comes first and keeps only the keys
-    of the section that the new kind accepts (its other keys take the new kind's defaults)."""
-    from ..recipe import Recipe, set_dotted
-    from ..recipe_errors import _member_of_kind, field_keys, section_members
-
+def apply_values(schema, base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A recipe dict with dotted values set (`schema`: the Recipe class). A changed `kind` comes first
+    and keeps only the keys of the section that the new kind accepts (its other keys take the new
+    kind's defaults)."""
     raw = json.loads(json.dumps(base))
     for key, value in sorted(values.items(), key=lambda kv: not kv[0].endswith(".kind")):
         section, _, leaf = key.rpartition(".")
         node = raw.get(section) if leaf == "kind" and "." not in section else None
         if isinstance(node, dict) and node.get("kind") != value:
-            member = _member_of_kind(section_members(Recipe.model_fields[section]), value)
+            member = _member_of_kind(section_members(schema.model_fields[section]), value)
             accepted = field_keys(member) if member is not None else {}
             raw[section] = {k: v for k, v in node.items() if k in accepted}
         set_dotted(raw, key, value)
     return raw
 
 
-def resolved(raw: dict[str, Any]) -> dict[str, Any] | None:
+def resolved(schema, raw: dict[str, Any]) -> dict[str, Any] | None:
     """The recipe dict with every default filled in, or None when it is not a valid recipe."""
-    from ..errors import RecipeError
-    from ..recipe import Recipe
-
     try:
-        return Recipe.from_dict(raw).to_dict()
+        return schema.from_dict(raw).to_dict()
     except RecipeError:
         return None
 
@@ -252,15 +248,13 @@ def searched_kinds(space: dict[str, Any]) -> dict[str, Any]:
 def space_problems(recipe: Any) -> list[str]:
     """Each space key must be a key of this recipe (or of a `kind` the space also tries), and both
     ends of its range (every choice) a valid value of it: checked by validating the recipe so set."""
-    from ..errors import RecipeError
-    from ..recipe import Recipe
-
+    schema = type(recipe)
     base = recipe.to_dict()
     base.pop("search", None)
     # The recipes the space can reach through its kinds: the base one and one per tried kind.
     variants = [base]
     for key, dist in searched_kinds(recipe.search.space).items():
-        variants += [r for r in (resolved(apply_values(base, {key: v})) for v in dist.values) if r is not None]
+        variants += [r for r in (resolved(schema, apply_values(schema, base, {key: v})) for v in dist.values) if r is not None]
     problems = []
     for key, dist in recipe.search.space.items():
         holders = [v for v in variants if key in recipe_keys(v)]
@@ -273,7 +267,7 @@ def space_problems(recipe: Any) -> list[str]:
             continue
         for value in dist.endpoints():
             try:
-                Recipe.from_dict(apply_values(holders[0], {key: value}))
+                schema.from_dict(apply_values(schema, holders[0], {key: value}))
             except RecipeError as exc:
                 problems.append(f"search.space.{key}: {value!r} is not a valid value ({'; '.join(exc.problems)})")
     return problems

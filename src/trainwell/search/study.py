@@ -223,7 +223,7 @@ def trial_values(trial: optuna.Trial, recipe: Recipe) -> dict[str, Any]:
     values = {k: suggest(trial, k, space[k]) for k in kinds}
     base = recipe.to_dict()
     base.pop("search", None)
-    reachable = set(recipe_keys(resolved(apply_values(base, values)) or base))
+    reachable = set(recipe_keys(resolved(Recipe, apply_values(Recipe, base, values)) or base))
     values.update({k: suggest(trial, k, d) for k, d in space.items() if k not in kinds and k in reachable})
     return values
 
