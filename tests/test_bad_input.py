@@ -188,6 +188,8 @@ CASES = [
     Case("cnn-on-table", fit(*sets("model.kind=\"cnn\"")), ("model", "cnn", "(2,)")),
     Case("loss-for-other-task", fit(*sets("loss.kind=\"mse\"")),
          ("loss.kind: 'mse' is a regression loss", "binary", "use auto or one of")),
+    Case("target-normalize-classification", fit(*sets("data.target_normalize=\"standard\"")),
+         ("data.target_normalize: got 'standard'", "the task is binary", "regression targets only")),
     Case("cnn-too-deep", fit(*sets("data.source=\"shapes\"", "data.image_size=8", "model.kind=\"cnn\"",
                                    "model.channels=[4,4,4,4,4]")),
          ("model.channels: 5 blocks pool a 8-pixel image 4 times", "fewer blocks")),

@@ -6,6 +6,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import copy
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import prefixed
-from .data import checks
+from .data import checks, target
 from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
@@ -114,6 +115,7 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     device = device or torch.device("cpu")
     x_all = torch.from_numpy(ds.x)
     y_all = torch.from_numpy(ds.y)
+    ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
     impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
     if impute_values is not None:
         x_all = checks.impute(x_all, impute_values)
@@ -138,15 +140,35 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
                     {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
 
 
+def _fit_target_scale(recipe: Recipe, ds: Dataset, y_train: torch.Tensor):
+    """data.target_normalize fitted on the training targets (None when the run does not scale them)."""
+    asked = recipe.data.target_normalize
+    if ds.task != "regression":
+        if asked not in ("auto", "none"):
+            raise RecipeError([f"data.target_normalize: got {asked!r}, but the task is {ds.task}; it scales "
+                               "regression targets only, use \"auto\" or \"none\""])
+        return None
+    return target.fit_target_scale(target.resolve(asked, ds.task), y_train)
+
+
 def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -> tuple[nn.Module, str]:
-    """The recipe's model, sized for the data and initialized; or the user's own module."""
+    """The recipe's model, sized for the data and initialized; or the user's own module. A regression
+    run's network ends in its target scaling (outputs in the target's units)."""
     kind = resolve_kind(recipe.loss.kind, ds.task)
+    custom = model is not None
     if model is None:
         model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
         init_model_(model, recipe.init, torch.Generator().manual_seed(recipe.seed))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
+    if ds.target_scale is not None:
+        model = target.attach(model, copy.deepcopy(ds.target_scale), custom)
     return model, kind
+
+
+def build_run_loss(recipe: Recipe, task: str, net: nn.Module):
+    """The recipe's loss; for a network with target scaling, computed in the scaled space."""
+    return target.scaled_loss(build_loss(recipe.loss, task), target.find(net))
 
 
 def check_batch_size(recipe: Recipe, train_rows: int) -> None:
@@ -208,7 +230,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     check_batch_size(recipe, len(prepared.train))
     try:
         net, loss_kind = build_network(recipe, ds, model)
-        loss_fn = build_loss(recipe.loss, ds.task)
+        loss_fn = build_run_loss(recipe, ds.task, net)
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
@@ -263,6 +285,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "device": str(device), "environment": environment(),
         "data_warnings": prepared.warnings,
     }
+    if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
+        metrics["target_normalize"] = ds.target_scale.kind
     # A locked run's later steps see no test split at all (not even its rows, for the leakage check).
     seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
         if lock_test else prepared
@@ -321,7 +345,8 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
-            "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind}
+            "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind,
+            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None}
 
 
 def _check_forward(net: nn.Module, train: SplitTensors) -> None:
@@ -342,7 +367,9 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
     from rich.console import Console
 
     con = Console()
-    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    scaled = metrics.get("target_normalize")
+    test = "  ".join(f"{k}{f' ({scaled} targets)' if scaled and k == 'loss' else ''} {v:.4f}"
+                     for k, v in metrics["test"].items())
     con.print(f"stopped at epoch {metrics['stopped_epoch']} ({metrics['stop_reason']}), "
               f"best epoch {metrics['best_epoch']}")
     if test:

@@ -84,6 +84,12 @@ class DataSection(Section):
         "standard", "Feature normalization, fitted on the training split only: per_channel standardizes each "
         "image channel; pca_whiten/zca_whiten decorrelate the features (covariance eigenvectors) and scale "
         "them to unit variance (ZCA rotates back, staying closest to the input).")
+    target_normalize: Literal["auto", "standard", "minmax", "none"] = _field(
+        "auto", "Scaling of regression targets, fitted on the training split only (each output column on its "
+        "own): standard ((y - mean) / std), minmax (into [0, 1]) or none; auto = standard for regression. The "
+        "network learns the scaled targets and its output layer maps them back, so predictions and metrics are "
+        "in the target's own units; the loss columns of the history (train_loss, val_loss) are in the scaled "
+        "space.")
     whiten_eps: float = _field(1e-5, "Epsilon added to the covariance eigenvalues before dividing by their "
                                "square root (pca_whiten, zca_whiten).", gt=0)
     categorical: Literal["onehot", "error"] = _field(

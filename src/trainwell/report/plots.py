@@ -63,7 +63,8 @@ def curves(ev: Evidence) -> bytes | None:
         if name == "loss":
             _log_if_wide(ax, _series(ev, "train_loss")[1] + _series(ev, "val_loss")[1])
         _mark_epochs(ax, ev)
-        ax.set_title(name)
+        scaled = ev.metrics.get("target_normalize")
+        ax.set_title(f"loss (on {scaled}-scaled targets)" if name == "loss" and scaled else name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
