@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,6 +21,9 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """Unknown options are reported by the command they were given to, with its valid options."""
         ns, extras = self.parse_known_args(args, namespace)
+        if extras and getattr(ns, "command", None) == "lab" and getattr(ns, "name", None):
+            ns.lab_args = extras            # the lab's own parameters: parsed by that lab (see _lab)
+            extras = []
         if extras:
             command = self._command_parser(ns)
             options = sorted({o for a in command._actions for o in a.option_strings if o.startswith("--")})
@@ -182,11 +186,59 @@ def _lab(args: argparse.Namespace) -> int:
     from .recipe import parse_overrides
 
     options = LabOptions(quick=args.quick, seed=args.seed, seeds=args.seeds, recipe=args.recipe,
-                         overrides=parse_overrides(args.set))
+                         overrides=parse_overrides(args.set), params=_lab_params(args.name, args.lab_args),
+                         dpi=args.dpi, fmt=args.format)
     _output_folder(args.out)
     _, page = run_lab(args.name, options, out=args.out)
     print(f"lab page: {page}")
     return 0
+
+
+def _lab_parser(name: str) -> argparse.ArgumentParser:
+    """The options of one lab's parameters (labs/params.py), named as in the lab's PARAMS."""
+    from .labs import params_of
+
+    p = _Parser(prog=f"trainwell lab {name}", add_help=False)
+    g = p.add_argument_group(f"parameters of lab {name} (also --set NAME=VALUE)")
+    for key, param in params_of(name).items():
+        default = param.default if not isinstance(param.default, list) else ",".join(map(str, param.default))
+        quick = "" if param.quick is None else f"; --quick: {param.quick}"
+        g.add_argument(f"--{key}", dest=key, metavar=key.upper().replace("-", "_"),
+                       help=f"{param.help} ({param.describe()}; default {default}{quick})")
+    return p
+
+
+def _lab_params(name: str, raw: list[str]) -> dict[str, Any]:
+    if not raw:
+        return {}
+    from .errors import TrainwellError
+    from .labs import lab_module
+
+    lab_module(name)                          # an unknown lab: its own error first
+    parser = _lab_parser(name)
+    ns, extras = parser.parse_known_args(raw)
+    if extras:
+        takes = ", ".join(o for a in parser._actions for o in a.option_strings) or "no parameters"
+        raise TrainwellError(f"lab {name}: unrecognized arguments: {' '.join(extras)}; its parameters: {takes} "
+                             f"(see trainwell lab {name} --help)")
+    return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+class _LabHelp(argparse.Action):
+    """`trainwell lab NAME --help`: the lab's description and its own parameters too."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .labs import LABS
+
+        parser.print_help()
+        name = getattr(namespace, "name", None)
+        if name in LABS:
+            print(f"\nlab {name}: {LABS[name][1]}\n")
+            print(_lab_parser(name).format_help().split("\n", 2)[-1].strip() or "(no parameters of its own)")
+        parser.exit()
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -263,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("data", help="rows to predict: .csv/.tsv/.parquet (feature columns) or .npy/.npz (x)")
     pr.add_argument("--out", help="CSV file to write (default: standard output)")
 
-    lb = sub.add_parser("lab", help="run one of the lectures' experiments (trainwell lab --list)")
+    lb = sub.add_parser("lab", help="run one of the lectures' experiments (trainwell lab --list)", add_help=False)
+    lb.add_argument("-h", "--help", action=_LabHelp, help="show this help (with NAME: also that lab's parameters)")
+    lb.set_defaults(lab_args=[])
     lb.add_argument("name", nargs="?", help="the lab (see --list)")
     lb.add_argument("recipe", nargs="?", help="recipe TOML of ablate, lr-range, regularization (default: built-in)")
     lb.add_argument("--list", action="store_true", help="list the labs with one line each")
@@ -272,7 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--seed", type=int, default=0, help="seed of the experiment (default 0)")
     lb.add_argument("--seeds", type=int, help="repeats of lr-range, search-layout and ablate (default per lab)")
     lb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a key of the lab's recipe (lr-range, regularization, ablate)")
+                    help="override a key of the lab's recipe (lr-range, regularization, ablate), or set one of "
+                         "the lab's parameters (NAME=VALUE, see trainwell lab NAME --help)")
+    lb.add_argument("--dpi", type=float, default=100, help="figure resolution in pixels per inch (default 100; "
+                    "150-200 for a projector)")
+    lb.add_argument("--format", choices=("png", "svg"), default="png", help="figure files (default png)")
 
     d = sub.add_parser("data", help="look at the data a recipe trains on")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

@@ -32,12 +32,8 @@ def _displayable(img: torch.Tensor) -> np.ndarray:
 
 def preview(recipe, out: str | Path, count: int = 32) -> Path:
     """Write a grid of `count` augmented training images of `recipe` to `out` (PNG); returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..api import prepare_data
+    from ..figures import plt
 
     prepared = prepare_data(recipe)
     train = prepared.train

@@ -8,7 +8,7 @@ so `trainwell lab --list` imports no lab.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,9 @@ class LabOptions:
     seeds: int | None = None             # repeats for the labs that report a spread (None: the lab's default)
     recipe: str | None = None            # a recipe TOML (lr-range, regularization, ablate)
     overrides: dict[str, Any] = field(default_factory=dict)   # --set KEY=VALUE into that recipe
+    params: dict[str, Any] = field(default_factory=dict)      # the lab's own parameters (labs/params.py)
+    dpi: float = 100                     # figure resolution (pixels per inch)
+    fmt: str = "png"                     # figure files: png or svg
 
 
 def lab_module(name: str):
@@ -73,17 +76,46 @@ def run_lab(name: str, options: LabOptions | None = None, out: str | Path | None
 
     options = options or LabOptions()
     module = lab_module(name)
+    options = split_set(name, options)
     check_options(name, options)
+    options = replace(options, params=lab_params(name, options.params, options.quick))
     result = module.run(options)
     result.settings = {"lab": name, "quick": options.quick, "seed": options.seed, **result.settings}
-    page = write_lab(result, Path(out) if out is not None else default_out(name), _command(name, options, out))
+    page = write_lab(result, Path(out) if out is not None else default_out(name), _command(name, options, out),
+                     dpi=options.dpi, fmt=options.fmt)
     if not quiet:
         print_table(result)
     return result, page
 
 
+def params_of(name: str) -> dict:
+    """The lab's parameters (name -> params.Param); empty for a lab that takes none."""
+    return getattr(lab_module(name), "PARAMS", {})
+
+
+def lab_params(name: str, given: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Every parameter of lab `name`: `given` parsed and checked (one-line error), the rest defaults."""
+    from .params import resolve
+
+    module = lab_module(name)
+    return resolve(name, getattr(module, "PARAMS", {}), given, quick, getattr(module, "check_params", None))
+
+
+def split_set(name: str, o: LabOptions) -> LabOptions:
+    """`--set NAME=VALUE` with NAME a parameter of the lab (no dot) sets that parameter; recipe keys
+    (section.key) stay recipe overrides."""
+    own = {k: v for k, v in o.overrides.items() if "." not in k}
+    if not own:
+        return o
+    return replace(o, params={**o.params, **own}, overrides={k: v for k, v in o.overrides.items() if "." in k})
+
+
 def check_options(name: str, o: LabOptions) -> None:
     """Options a lab would silently ignore are an error instead."""
+    if o.fmt not in ("png", "svg"):
+        raise TrainwellError(f"lab {name}: --format got {o.fmt!r}, expected png or svg")
+    if not (20 <= o.dpi <= 600):
+        raise TrainwellError(f"lab {name}: --dpi got {o.dpi:g}, expected a number from 20 to 600")
     if (o.recipe is not None or o.overrides) and name not in RECIPE_LABS:
         raise TrainwellError(f"lab {name}: takes no RECIPE or --set (only {', '.join(RECIPE_LABS)} do)")
     if o.seeds is not None and name not in SEEDS_LABS:
@@ -92,11 +124,21 @@ def check_options(name: str, o: LabOptions) -> None:
         raise TrainwellError(f"lab {name}: --seeds got {o.seeds}, must be >= 1")
 
 
+def _cli_value(v: Any) -> str:
+    return ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else \
+        (f"{v:g}" if isinstance(v, float) else str(v))
+
+
 def _command(name: str, o: LabOptions, out: str | Path | None) -> str:
+    from .params import changed
+
     parts = ["trainwell", "lab", name] + ([o.recipe] if o.recipe else [])
     parts += ["--quick"] if o.quick else []
     parts += [f"--seed {o.seed}"] if o.seed else []
     parts += [f"--seeds {o.seeds}"] if o.seeds is not None else []
     parts += [f"--set {k}={v!r}" if isinstance(v, str) else f"--set {k}={v}" for k, v in o.overrides.items()]
+    parts += [f"--{k} {_cli_value(v)}" for k, v in changed(params_of(name), o.params, o.quick).items()]
+    parts += [f"--dpi {o.dpi:g}"] if o.dpi != 100 else []
+    parts += ["--format svg"] if o.fmt != "png" else []
     parts += [f"--out {out}"] if out is not None else []
     return " ".join(parts)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
+from ..figures import plt
 from ..recipe import Recipe, load_recipe
 from .page import Figure, LabResult, png
 

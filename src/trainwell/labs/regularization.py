@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..figures import plt
 from ..recipe import load_recipe
 from .page import Figure, LabResult, png
 

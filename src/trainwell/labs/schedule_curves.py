@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import get_args
 
-import matplotlib.pyplot as plt
 import numpy as np
 
+from ..figures import plt
 from ..recipe import Schedule, load_recipe
 from ..schedules import Plateau, lr_factor
 from .page import Figure, LabResult, png

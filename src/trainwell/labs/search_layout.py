@@ -15,9 +15,9 @@ hyperparameters matter.
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
+from ..figures import plt
 from .page import Figure, LabResult, png
 
 SIDE = 3

@@ -1,4 +1,4 @@
-"""The report's figures, drawn with matplotlib's Agg backend and returned as PNG bytes.
+"""The report's figures, drawn on unmanaged matplotlib Figures (see figures.py) and returned as PNG bytes.
 
 Each function takes the stored evidence (history rows, probe records, facts) and returns one
 figure, or None when the run holds nothing to draw.
@@ -6,25 +6,17 @@ figure, or None when the run holds nothing to draw.
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..watch.doctor import Evidence  # noqa: E402
+from ..figures import plt, render
+from ..watch.doctor import Evidence
 
 TRAIN, VAL = "#1f77b4", "#ff7f0e"
 
 
 def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return render(fig, "png", 100)
 
 
 def _series(ev: Evidence, col: str) -> tuple[list[int], list[float]]:

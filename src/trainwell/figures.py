@@ -1,0 +1,43 @@
+"""Figures that leave matplotlib's global state alone.
+
+Every figure trainwell draws is a `matplotlib.figure.Figure` made here, never through pyplot's
+figure manager and never after `matplotlib.use(...)`: a notebook's own `plt.show()` cells keep
+their backend, and no figure of ours pops up or lingers in pyplot's list. `plt` offers the few
+pyplot calls the drawing code uses, on such unmanaged figures.
+"""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import matplotlib
+from matplotlib.figure import Figure
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def figure(figsize=None) -> Figure:
+    return Figure(figsize=figsize)
+
+
+def get_cmap(name: str):
+    return matplotlib.colormaps[name]
+
+
+def close(fig) -> None:
+    """Nothing to release: the figure is not registered anywhere (kept for pyplot-shaped code)."""
+
+
+def render(fig: Figure, fmt: str = "png", dpi: float = 100) -> bytes:
+    """The figure as PNG or SVG bytes, trimmed to its content."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight",
+                **({"metadata": {"Date": None}} if fmt == "svg" else {}))
+    return buf.getvalue()
+
+
+plt = SimpleNamespace(subplots=subplots, figure=figure, get_cmap=get_cmap, close=close)
