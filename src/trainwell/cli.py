@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 bad input (one line on stderr, no traceback); 130 inter
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -342,7 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def passive_openmp() -> None:
+    """OpenMP threads that sleep when idle instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the
+    user chose a policy. Spinning workers cost a training run on a loaded machine about twice the
+    time. It must be set before torch (and its OpenMP runtime) is imported; train.threads still sets
+    how many threads torch uses."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()
     from .errors import TrainwellError
 
     args = build_parser().parse_args(argv)
