@@ -186,7 +186,7 @@ def check_batch_size(recipe: Recipe, train_rows: int) -> None:
 
 def check_monitors(recipe: Recipe, task: str) -> None:
     cols = ["train_loss", "val_loss", "lr", "grad_norm"]
-    cols += [f"{p}_{m}" for p in ("train", "val") for m in metric_names(task)]
+    cols += [f"train_{m}" for m in metric_names(task)] + [f"val_{m}" for m in metric_names(task, probabilities=True)]
     problems = []
     for key, monitor in (("stopping.monitor", recipe.stopping.monitor),
                          ("schedule.monitor", getattr(recipe.schedule, "monitor", None))):
@@ -298,6 +298,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         metrics["nan_events"] = trainer.guard.events
     if finisher is not None:
         net = _conclude(finisher, trainer, seen, metrics, run_dir, saved)
+    calibration = _calibration(net, seen, ds.task, loss_kind, recipe.train.eval_batch_size)
+    if calibration is not None:
+        metrics["calibration"] = calibration
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -340,6 +343,25 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
     metrics.update(model=section["kind"], val=section["val"], test=section["test"])
     trainer.model = final        # the doctor's facts (suspects, confusion) are about the returned model
     return final
+
+
+@torch.inference_mode()
+def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
+    """The returned model's reliability diagram on the test split (else validation), for the report."""
+    from .metrics import probabilities, reliability
+
+    split = "test" if prepared.test is not None else "val"
+    part = prepared.test if prepared.test is not None else prepared.val
+    if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
+        return None
+    was = model.training
+    model.eval()
+    out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)])
+    model.train(was)
+    probs = probabilities(out, task, loss_kind)
+    if probs is None or not bool(torch.isfinite(probs).all()):
+        return None
+    return {"split": split, **reliability(probs.cpu(), part.y.cpu())}
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:

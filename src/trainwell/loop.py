@@ -44,7 +44,7 @@ from .callbacks.nonfinite import NonFiniteGuard, all_finite
 from .data.augment import build_augmenter
 from .errors import Interrupted
 from .interrupts import InterruptFlag
-from .losses import l1_penalty, l2_penalty
+from .losses import l1_penalty, l2_penalty, resolve_kind
 from .optim import apply_decoupled_decay, split_parameters
 from .rundir import BEST, CHECKPOINTS, HISTORY, LAST, atomic_write_text, history_csv
 from .runstate import EpochCursor, LoopState
@@ -271,7 +271,8 @@ class Trainer:
         out = torch.cat(outs)
         result = {"loss": float(self.loss_fn(out, data.y))}
         if math.isfinite(result["loss"]) and bool(torch.isfinite(out).all()):
-            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y))
+            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y,
+                                    M.probabilities(out, self.task, resolve_kind(self.recipe.loss.kind, self.task))))
         return result
 
     # ------------------------------------------------------------------------------ the run

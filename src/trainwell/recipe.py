@@ -23,7 +23,9 @@ from .search.space import SearchSection
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "identity")
 # Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
-KNOWN_DIRECTIONS = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "f1": "max", "r2": "max"}
+KNOWN_DIRECTIONS = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "f1": "max", "r2": "max",
+                    "balanced_accuracy": "max", "precision_pos": "max", "recall_pos": "max", "auroc_pos": "max",
+                    "nll": "min", "ece": "min"}
 
 
 class Section(BaseModel):
