@@ -30,7 +30,7 @@ from .finetune import describe as describe_finetune
 from .finetune import finetune
 from .init import init_model_
 from .loop import Callback, SplitTensors, Trainer
-from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
+from .losses import LogSoftmaxHead, build_loss, class_weights, output_size, resolve_kind
 from .metrics import metric_names
 from .models import build_model
 from .optim import build_optimizer
@@ -166,9 +166,17 @@ def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -
     return model, kind
 
 
-def build_run_loss(recipe: Recipe, task: str, net: nn.Module):
-    """The recipe's loss; for a network with target scaling, computed in the scaled space."""
-    return target.scaled_loss(build_loss(recipe.loss, task), target.find(net))
+def build_run_loss(recipe: Recipe, prepared: Prepared, net: nn.Module):
+    """The recipe's loss, with its class weights counted on the training split; for a network with
+    target scaling, computed in the scaled space."""
+    ds, spec = prepared.dataset, recipe.loss.class_weight
+    weight = None
+    if spec != "none":
+        if ds.task == "regression":
+            raise ValueError(f"loss.class_weight: got {spec!r}, but the task is regression; class weights apply "
+                             "to classification losses, use \"none\"")
+        weight = class_weights(spec, prepared.train.y, ds.n_classes)
+    return target.scaled_loss(build_loss(recipe.loss, ds.task, weight), target.find(net))
 
 
 def check_batch_size(recipe: Recipe, train_rows: int) -> None:
@@ -182,6 +190,12 @@ def check_batch_size(recipe: Recipe, train_rows: int) -> None:
         raise RecipeError([f"train.batch_size: got {t.batch_size}, larger than the {train_rows} training rows"
                            f"{' with train.drop_last = true' if t.drop_last else ''}; use at most {train_rows} "
                            "(one full batch per epoch) or give more data"])
+
+
+def check_sampler(recipe: Recipe, task: str) -> None:
+    if recipe.train.sampler == "balanced" and task == "regression":
+        raise RecipeError(["train.sampler: got 'balanced', but the task is regression; it balances classes, "
+                           "use \"shuffle\""])
 
 
 def check_monitors(recipe: Recipe, task: str) -> None:
@@ -227,10 +241,11 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
+    check_sampler(recipe, ds.task)
     check_batch_size(recipe, len(prepared.train))
     try:
         net, loss_kind = build_network(recipe, ds, model)
-        loss_fn = build_run_loss(recipe, ds.task, net)
+        loss_fn = build_run_loss(recipe, prepared, net)
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None

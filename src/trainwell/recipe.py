@@ -219,6 +219,10 @@ class LossSection(Section):
     label_smoothing: float = _field(0.0, "Label smoothing epsilon of cross_entropy and bce_with_logits: the target becomes (1 - eps) * y + eps / classes.", ge=0, lt=1)
     delta: float = _field(1.0, "Threshold of the huber loss.", gt=0)
     margin: float = _field(1.0, "Margin of the multi-class hinge loss.", gt=0)
+    class_weight: Literal["none", "balanced"] | tuple[Annotated[float, Field(gt=0)], ...] = _field(
+        "none", "Per-class loss weights of a classification loss: none, balanced (n / (C * count_c), counted on "
+        "the training split) or one positive weight per class in the order of the sorted labels. "
+        "bce_with_logits uses them as pos_weight = w1 / w0.")
 
 
 # ----------------------------------------------------------------------------------- optimizer
@@ -395,6 +399,10 @@ class TrainSection(Section):
     clip_norm: float | None = _field(None, "Clip the global gradient norm to this value.", gt=0)
     clip_value: float | None = _field(None, "Clamp every gradient element to [-v, v].", gt=0)
     drop_last: bool = _field(False, "Drop the last short training batch of each epoch.")
+    sampler: Literal["shuffle", "balanced"] = _field(
+        "shuffle", "Order of the training rows in an epoch: shuffle (each row once, in a seeded random order) "
+        "or balanced (classification: len(train) rows drawn with replacement, each class equally likely; "
+        "seeded, resumed exactly).")
     device: Literal["auto", "cpu", "cuda", "mps"] = _field("auto", "Device; auto picks an accelerator if present.")
     threads: int = _field(0, "CPU threads for torch (0 = torch's default).", ge=0)
     ema_decay: float = _field(0.0, "Exponential moving average of the weights (and batch-norm buffers), updated "

@@ -59,7 +59,7 @@ def _train_step_parts(recipe: Recipe):
     device = torch.device("cpu")
     prepared = prepare_data(recipe, None, device)
     net, _ = build_network(recipe, prepared.dataset)
-    loss_fn = build_run_loss(recipe, prepared.dataset.task, net)
+    loss_fn = build_run_loss(recipe, prepared, net)
     return prepared.train, net, loss_fn, build_optimizer(net, recipe.optimizer, device)
 
 

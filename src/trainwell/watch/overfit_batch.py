@@ -50,7 +50,7 @@ def overfit_batch(recipe: Recipe, steps: int = 200) -> OverfitResult:
     prepared = prepare_data(recipe)
     ds = prepared.dataset
     net, _ = build_network(recipe, ds)
-    loss_fn = build_run_loss(recipe, ds.task, net)
+    loss_fn = build_run_loss(recipe, prepared, net)
     optimizer = build_optimizer(net, recipe.optimizer, torch.device("cpu"))
     n = min(recipe.train.batch_size, len(prepared.train))
     order = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(recipe.seed))[:n]
