@@ -190,6 +190,8 @@ CASES = [
          ("loss.kind: 'mse' is a regression loss", "binary", "use auto or one of")),
     Case("target-normalize-classification", fit(*sets("data.target_normalize=\"standard\"")),
          ("data.target_normalize: got 'standard'", "the task is binary", "regression targets only")),
+    Case("class-weight-length", fit(*sets("loss.class_weight=[1.0,2.0,3.0]")),
+         ("loss.class_weight: got 3 weights, the data has 2 classes", "balanced")),
     Case("cnn-too-deep", fit(*sets("data.source=\"shapes\"", "data.image_size=8", "model.kind=\"cnn\"",
                                    "model.channels=[4,4,4,4,4]")),
          ("model.channels: 5 blocks pool a 8-pixel image 4 times", "fewer blocks")),

@@ -289,8 +289,9 @@ def imbalance(ev: Evidence) -> list[Finding]:
     return [Finding("class_imbalance", "warning" if ratio < 10 else "severe",
                     f"class imbalance: the largest training class has {ratio:.1f}x the rows of the smallest",
                     {"train_counts": dict(zip(classes, counts)) if classes else counts, "ratio": ratio},
-                    "Judge the model by macro F1 rather than accuracy, and consider class weights or "
-                    "resampling the smaller classes.")]
+                    "Judge the model by macro F1 (f1) and balanced_accuracy rather than accuracy, and weight "
+                    "the classes (loss.class_weight = \"balanced\") or resample them "
+                    "(train.sampler = \"balanced\").")]
 
 
 def leakage(ev: Evidence) -> list[Finding]:
