@@ -187,3 +187,70 @@ def test_set_sets_a_lab_parameter_and_format_svg(tmp_path):
     page = (tmp_path / "index.html").read_text()
     assert "4 steps" in page and 'src="data:image/svg+xml;base64,' in page
     assert (tmp_path / "gd_paths.svg").read_bytes().lstrip().startswith(b"<?xml")
+
+
+# ---- regularization --------------------------------------------------------------------------------------
+
+def test_regularization_baseline_stays_unregularized_when_set_changes_a_strength():
+    from trainwell.labs.regularization import UNREGULARIZED, plan
+    from trainwell.recipe import load_recipe
+
+    p = lab_params("regularization", {"variants": ["L2 penalty", "dropout"]}, False)
+    runs, strengths = plan(load_recipe(None), p, {"regularization.l2": 0.1, "train.epochs": 40})
+    assert runs["none"] == UNREGULARIZED and runs["none"]["regularization.l2"] == 0.0
+    assert runs["L2 penalty"]["regularization.l2"] == 0.1 and runs["dropout"]["regularization.l2"] == 0.0
+    assert strengths == ["regularization.l2"]
+    from trainwell.errors import TrainwellError
+
+    with pytest.raises(TrainwellError, match="sets the strength of the variant 'L2 penalty', which --variants"):
+        plan(load_recipe(None), lab_params("regularization", {"variants": ["dropout"]}, False),
+             {"regularization.l2": 0.1})
+
+
+def test_regularization_seeds_give_mean_and_std_and_captions_follow_them(tmp_path):
+    import numpy as np
+
+    options = LabOptions(quick=True, seeds=2, params={"variants": ["L2 penalty", "dropout"]},
+                         overrides={"regularization.l2": 0.05, "train.epochs": 30})
+    result, page = run_lab("regularization", options, out=tmp_path, quiet=True)
+    page = page.read_text()
+    rows = {r["variant"]: r for r in result.records()}
+    assert list(rows) == ["none", "L2 penalty", "dropout"]
+    assert rows["none"]["recipe change"] == "every regularizer off; --set train.epochs=30"
+    assert rows["L2 penalty"]["recipe change"] == "regularization.l2=0.05"
+    assert "every regularizer off; --set train.epochs=30" in page and "(2 seeds)" in result.title
+    for name, r in rows.items():
+        s = result.series["per_seed"][name]
+        assert len(s["val_acc"]) == 2 and r["seeds"] == 2
+        assert r["val acc"] == pytest.approx(np.mean(s["val_acc"]))
+        assert r["val acc std"] == pytest.approx(np.std(s["val_acc"], ddof=1))
+        assert r["gap"] == pytest.approx(np.mean(np.array(s["val_ce"]) - np.array(s["train_ce"])))
+    base = rows["none"]
+    caption = result.figure("regularization_gaps").caption
+    better = [n for n, r in rows.items() if n != "none"
+              and r["val acc"] - base["val acc"] > r["val acc std"] + base["val acc std"]]
+    assert f"by more than both spreads together: {', '.join(better) or 'none'}" in caption
+    assert "mean ± std over 2 seeds" in caption
+
+
+def test_regularization_sweep(tmp_path):
+    options = LabOptions(quick=True, params={"sweep": "dropout=0:0.6", "points": 3},
+                         overrides={"train.epochs": 20})
+    result, page = run_lab("regularization", options, out=tmp_path, quiet=True)
+    rows = {r["variant"]: r for r in result.records()}
+    assert list(rows) == ["none", "dropout 0", "dropout 0.3", "dropout 0.6"]
+    assert rows["dropout 0.6"]["recipe change"] == "model.dropout=0.6"
+    low = min((r for n, r in rows.items() if n != "none"), key=lambda r: r["val CE"])
+    value = float(low["variant"].split()[-1])
+    assert f"lowest at model.dropout = {value:g} ({low['val CE']:.3g}" in result.figure("regularization_sweep").caption
+    assert "model.dropout from 0:0.6" in result.title
+
+
+@pytest.mark.parametrize("sweep, expected", [("l2=1e-1:1e-4", "expected NAME=LO:HI"), ("bogus=0:1", "NAME one of"),
+                                             ("l2=0:0.1", "log scale, LO must be > 0")])
+def test_regularization_bad_sweep_is_one_line(sweep, expected, capsys, tmp_path):
+    from trainwell.cli import main
+
+    assert main(["lab", "regularization", "--sweep", sweep, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err and not (tmp_path / "x").exists()

@@ -206,6 +206,8 @@ def test_fit_find_lr_trains_with_the_suggestion_and_records_it(tmp_path, capsys)
 
 
 def test_regularization_narrows_the_gap_of_an_overfitting_net(tmp_path):
+    import numpy as np
+
     from trainwell.labs.regularization import VARIANTS, gap
 
     result, page = run_lab("regularization", QUICK, out=tmp_path, quiet=True)
@@ -217,6 +219,16 @@ def test_regularization_narrows_the_gap_of_an_overfitting_net(tmp_path):
     assert gap(result, "none") > 1.5 * gap(result, "dropout")
     assert rows["early stopping"]["epochs"] < rows["none"]["epochs"]    # stopped before the budget ran out
     assert "regularization_boundaries" in [f.name for f in result.figures]   # 2-D data: the boundaries drawn
+    # the curves' caption: what the baseline's validation loss does, and which variants narrow the gap
+    caption = result.figure("regularization_curves").caption
+    val = result.series["curves"]["none"]["val_loss"]
+    low, last = min(val), val[-1]
+    if last > 1.05 * low:
+        assert f"reaches its minimum {low:.3g} at epoch {int(np.argmin(val)) + 1} and then climbs to {last:.3g}" in caption
+        assert "levels off" not in caption
+    narrower = [n for n, r in rows.items() if n != "none" and r["gap"] < rows["none"]["gap"]]
+    assert ("narrower with " + ", ".join(narrower)) in caption if narrower else "narrower with" not in caption
+    assert "one seed" in result.figure("regularization_gaps").caption       # --quick: one seed, said so
 
 
 def test_random_search_finds_a_better_important_value_than_grid(tmp_path):

@@ -3,6 +3,8 @@
     import trainwell as tw
     run = tw.fit("recipe.toml", **{"optimizer.lr": 3e-3})
     run.history, run.metrics, run.model, run.path
+    run.history_df(), run.plot(), run.report()          # in a notebook: a DataFrame, a Figure, the report
+    tw.lab("init", depth=20, gain=5/3), tw.lr_find("recipe.toml"), tw.doctor(run)
 
 Names are imported on first use, so `trainwell recipe` or `--help` do not pay for torch.
 """
@@ -17,14 +19,16 @@ _EXPORTS = {
     "Recipe": "recipe", "load_recipe": "recipe",
     "TrainwellError": "errors", "RecipeError": "errors", "DataError": "errors", "CheckpointError": "errors",
     "TestSplitLocked": "errors", "search": "search.run", "fit_protocol": "search.protocol",
+    "lab": "notebook", "lr_find": "notebook", "doctor": "notebook",
 }
 
 __all__ = ["CheckpointError", "DataError", "Recipe", "RecipeError", "Run", "TestSplitLocked", "TrainwellError",
-           "__version__", "fit", "fit_protocol", "load_recipe", "resume", "search"]
+           "__version__", "doctor", "fit", "fit_protocol", "lab", "load_recipe", "lr_find", "resume", "search"]
 
 if TYPE_CHECKING:
     from .api import Run, fit
     from .errors import CheckpointError, DataError, RecipeError, TestSplitLocked, TrainwellError
+    from .notebook import doctor, lab, lr_find
     from .recipe import Recipe, load_recipe
     from .resuming import resume
     from .search.protocol import fit_protocol

@@ -33,6 +33,7 @@ from .loop import Callback, SplitTensors, Trainer
 from .losses import LogSoftmaxHead, build_loss, class_weights, output_size, resolve_kind
 from .metrics import metric_names
 from .models import build_model
+from .notebook import RunViews
 from .optim import build_optimizer
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -47,11 +48,13 @@ from .rundir import (
     release_run_lock,
     write_json,
 )
+from .seeding import seed_globals, stream, stream_seed
 
 
-@dataclass
-class Run:
-    """The result of `fit`: the run folder and what it holds, in memory."""
+@dataclass(repr=False)      # the short repr of RunViews: the dataclass one printed every tensor
+class Run(RunViews):
+    """The result of `fit`: the run folder and what it holds, in memory (in a notebook: a short repr,
+    an HTML summary, `history_df()`, `plot()` and `report()`, see notebook.py)."""
     path: Path | None
     recipe: Recipe
     model: nn.Module
@@ -158,7 +161,7 @@ def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -
     custom = model is not None
     if model is None:
         model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
-        init_model_(model, recipe.init, torch.Generator().manual_seed(recipe.seed))
+        init_model_(model, recipe.init, stream(recipe.seed, "init"))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
     if ds.target_scale is not None:
@@ -237,7 +240,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     device = pick_device(recipe.train.device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    torch.manual_seed(recipe.seed)
+    seed_globals(recipe.seed)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
@@ -249,7 +252,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
-    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes, recipe.seed + 2)
+    augment = build_augmenter(recipe.data.augment, tuple(ds.x.shape[1:]), ds.n_classes,
+                              stream_seed(recipe.seed, "augment"))
     net = net.to(device)
     _check_forward(net, prepared.train)
     optimizer = build_optimizer(net, recipe.optimizer, device)

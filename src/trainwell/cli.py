@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--quick", action="store_true", help="a much smaller run (seconds), e.g. for tests")
     lb.add_argument("--out", help="output folder (default runs/labs/NAME)")
     lb.add_argument("--seed", type=int, default=0, help="seed of the experiment (default 0)")
-    lb.add_argument("--seeds", type=int, help="repeats of lr-range, search-layout and ablate (default per lab)")
+    lb.add_argument("--seeds", type=int, help="repeats of lr-range, search-layout, ablate and regularization (default per lab)")
     lb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the lab's recipe (lr-range, regularization, ablate), or set one of "
                          "the lab's parameters (NAME=VALUE, see trainwell lab NAME --help)")

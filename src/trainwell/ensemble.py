@@ -31,11 +31,12 @@ from .averaging import evaluate_splits
 from .errors import Interrupted
 from .loop import Callback, SplitTensors, Trainer
 from .schedules import cycle_end_steps
+from .seeding import seed_globals
 
 
 def member_seeds(seed: int, n: int) -> list[int]:
     """Member 1 uses `seed`; the others seeds spawned by numpy's SeedSequence(seed): deterministic,
-    and unrelated to the streams `seed + 1`, `seed + 2` that a run derives for itself."""
+    and unrelated to the streams a run derives for itself (seeding.py)."""
     children = np.random.SeedSequence(seed).spawn(n - 1)
     return [seed] + [int(c.generate_state(1)[0] % 2**31) for c in children]
 
@@ -156,7 +157,7 @@ class EnsembleRun:
         if recipe.init.from_ is not None:
             finetune(net, recipe.init)
         net = net.to(first.device)
-        torch.manual_seed(seed)           # dropout and any other draw from the global generator
+        seed_globals(seed)                # dropout and any other draw from the global generators
         trainer = Trainer(recipe=recipe, model=net, loss_fn=first.loss_fn,
                           optimizer=build_optimizer(net, recipe.optimizer, first.device), task=first.task,
                           n_classes=first.n_classes, train=member_rows(self.recipe, k, prepared.train),

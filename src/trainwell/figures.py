@@ -37,6 +37,10 @@ def render(fig: Figure, fmt: str = "png", dpi: float = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight",
                 **({"metadata": {"Date": None}} if fmt == "svg" else {}))
+    if getattr(fig.canvas, "manager", None) is not None:     # made by pyplot elsewhere: release it there
+        import matplotlib.pyplot
+
+        matplotlib.pyplot.close(fig)
     return buf.getvalue()
 
 

@@ -48,6 +48,7 @@ from .losses import l1_penalty, l2_penalty, resolve_kind
 from .optim import apply_decoupled_decay, split_parameters
 from .rundir import BEST, CHECKPOINTS, HISTORY, LAST, atomic_write_text, history_csv
 from .runstate import EpochCursor, LoopState
+from .seeding import stream, stream_seed
 
 GOOD_STATES = 3       # rollback policy: good states kept in memory (each one model + optimizer state)
 
@@ -95,7 +96,7 @@ class Trainer:
         # (xb, yb) -> (xb, yb or soft targets) on training batches; built from [data.augment] when not
         # given, so every Trainer of a recipe (a resumed one too) augments the same way.
         self.augment = augment if augment is not None else build_augmenter(
-            recipe.data.augment, tuple(train.x.shape[1:]), n_classes, recipe.seed + 2)
+            recipe.data.augment, tuple(train.x.shape[1:]), n_classes, stream_seed(recipe.seed, "augment"))
         self.state = LoopState()
         self.metrics = M.build_metrics(task, n_classes).to(device)
         t = recipe.train
@@ -114,7 +115,7 @@ class Trainer:
         # The best-epoch monitor also decides the "best" checkpoint when early stopping is off.
         self.monitor = EarlyStopping.from_section(s.model_copy(update={"patience": 10**9}))
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.shuffle = torch.Generator().manual_seed(recipe.seed + 1)
+        self.shuffle = stream(recipe.seed, "shuffle")
         reg = recipe.regularization
         decay, rest = split_parameters(model)
         self.penalized = decay + rest if reg.penalize_bias_and_norm else decay

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, RecipeError
+from ..seeding import stream_seed
 from .augment import Augmenter, check_augment
 
 
@@ -45,7 +46,7 @@ def preview(recipe, out: str | Path, count: int = 32) -> Path:
         raise RecipeError(problems)
     classes = prepared.dataset.classes
     rows = torch.arange(min(count, len(train)))
-    aug = Augmenter(recipe.data.augment, len(classes), recipe.seed + 2)
+    aug = Augmenter(recipe.data.augment, len(classes), stream_seed(recipe.seed, "augment"))
     x, y = aug(train.x[rows], train.y[rows])
     cols = 8
     nrows = -(-len(rows) // cols)

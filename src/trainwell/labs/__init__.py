@@ -38,7 +38,7 @@ LABS: dict[str, tuple[str, str]] = {
 
 # The labs that read a recipe (RECIPE, --set) and the ones that repeat over seeds (--seeds).
 RECIPE_LABS = ("regularization", "lr-range", "ablate")
-SEEDS_LABS = ("lr-range", "search-layout", "ablate")
+SEEDS_LABS = ("lr-range", "search-layout", "ablate", "regularization")
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,9 @@ def default_out(name: str) -> Path:
 
 
 def run_lab(name: str, options: LabOptions | None = None, out: str | Path | None = None,
-            quiet: bool = False):
-    """Run lab `name`, print its table (unless quiet), write its files; returns (result, page path)."""
+            quiet: bool = False, write: bool = True):
+    """Run lab `name`, print its table (unless quiet), write its files (unless not `write`); returns
+    (result, page path or None)."""
     from .page import print_table, write_lab
 
     options = options or LabOptions()
@@ -81,8 +82,10 @@ def run_lab(name: str, options: LabOptions | None = None, out: str | Path | None
     options = replace(options, params=lab_params(name, options.params, options.quick))
     result = module.run(options)
     result.settings = {"lab": name, "quick": options.quick, "seed": options.seed, **result.settings}
-    page = write_lab(result, Path(out) if out is not None else default_out(name), _command(name, options, out),
-                     dpi=options.dpi, fmt=options.fmt)
+    page = None
+    if write:
+        page = write_lab(result, Path(out) if out is not None else default_out(name), _command(name, options, out),
+                         dpi=options.dpi, fmt=options.fmt)
     if not quiet:
         print_table(result)
     return result, page

@@ -28,6 +28,7 @@ from ..figures import plt
 from ..init import init_model_
 from ..models.mlp import build_mlp
 from ..recipe import InitSection, MLPSection
+from ..seeding import stream
 from .page import Figure, LabResult
 from .params import Param
 
@@ -80,8 +81,8 @@ def probe(activation: str, init: dict, rows: int, seed: int, depth: int = 10, wi
     """Per-layer activations and weight-gradient norms of a freshly initialized deep MLP."""
     net = build_mlp(MLPSection(hidden=(width,) * depth, activation=activation, norm="none", dropout=0.0),
                     (width,), CLASSES)
-    init_model_(net, InitSection(**init), torch.Generator().manual_seed(seed))
-    data = torch.Generator().manual_seed(seed + 1)
+    init_model_(net, InitSection(**init), stream(seed, "init"))
+    data = stream(seed, "data")
     x = torch.randn(rows, width, generator=data)
     y = torch.randint(0, CLASSES, (rows,), generator=data)
     acts: list[torch.Tensor] = []

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..recipe import Recipe, load_recipe
+from ..seeding import stream
 from .page import Figure, LabResult, png
 
 RULES = ("steepest", "valley", "min/10")
@@ -73,7 +74,7 @@ def range_test(recipe: Recipe, steps: int = STEPS) -> RangeTest:
         train, net, loss_fn, opt = _train_step_parts(recipe)
         decay = split_parameters(net)[0]
         reg, bs = recipe.regularization, min(recipe.train.batch_size, len(train))
-        order = torch.Generator().manual_seed(recipe.seed + 1)
+        order = stream(recipe.seed, "shuffle")
         perm, at = torch.randperm(len(train), generator=order), 0
         lrs, losses = [], []
         avg, best, reason, diverged = 0.0, math.inf, f"reached end_lr {END_LR:g}", None

@@ -18,7 +18,7 @@ from ..errors import TrainwellError
 
 @dataclass(frozen=True)
 class Param:
-    kind: str                       # "float", "int", "floats", "names", "choice"
+    kind: str                       # "float", "int", "floats", "names", "choice", "text" (checked by the lab)
     default: Any
     help: str
     low: float | None = None        # numbers: smallest allowed (inclusive unless low_open)
@@ -30,7 +30,7 @@ class Param:
     def describe(self) -> str:
         """What is valid, in words (used by errors and --help)."""
         what = {"float": "a number", "int": "an integer", "floats": "comma-separated numbers",
-                "names": "comma-separated names", "choice": "one of"}[self.kind]
+                "names": "comma-separated names", "choice": "one of", "text": "text"}[self.kind]
         if self.choices:
             return f"{what} {', '.join(self.choices)}" if self.kind == "choice" else f"{what} of {', '.join(self.choices)}"
         bounds = []
@@ -81,6 +81,8 @@ def parse(lab: str, name: str, p: Param, raw: Any) -> Any:
         if not items:
             raise TrainwellError(f"lab {lab}: --{name} got {raw!r}, expected {p.describe()}")
         return [_number(lab, name, p, x, False) for x in items]
+    if p.kind == "text":
+        return str(raw)
     items = _items(raw) if p.kind == "names" else [raw]
     bad = [x for x in items if not isinstance(x, str) or x not in p.choices]
     if bad or not items:
