@@ -23,7 +23,7 @@ from .data import checks, target
 from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
-from .data.split import Splits, make_splits
+from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
 from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
@@ -42,6 +42,7 @@ from .rundir import (
     METRICS,
     RECIPE,
     acquire_run_lock,
+    atomic_write_bytes,
     atomic_write_text,
     create_run_dir,
     history_csv,
@@ -74,6 +75,7 @@ class Prepared:
     indices: dict[str, np.ndarray]
     impute_values: torch.Tensor | None = None      # training-split column means (data.nonfinite = impute)
     warnings: list[str] = field(default_factory=list)
+    split_file: bytes = b""                        # splits.npz of the run folder (data/split.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -112,7 +114,12 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     checks.check_targets(ds.y, ds.task, where)
     needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
-    splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
+    sha256 = data_sha256(ds.x, ds.y)
+    if recipe.data.split_file is not None:
+        splits = read_split_file(recipe.data.split_file, len(ds.y), sha256)
+    else:
+        splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
+    split_file = splits_bytes(splits, len(ds.y), sha256)
     if recipe.data.train_on == "train+val":
         splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test)
     device = device or torch.device("cpu")
@@ -140,7 +147,7 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
 
         test = LockedSplit(len(splits.test))
     return Prepared(ds, part(splits.train), part(splits.val), test, normalizer,
-                    {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
+                    {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found, split_file)
 
 
 def _fit_target_scale(recipe: Recipe, ds: Dataset, y_train: torch.Tensor):
@@ -267,6 +274,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, loss_kind))
+        atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
     checks.emit(prepared.warnings)
     if tuned is not None and not quiet:
         print(describe_finetune(tuned))
