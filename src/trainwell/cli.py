@@ -102,7 +102,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
         result = overfit_batch(load_recipe(args.overfit_batch, parse_overrides(args.set)), steps=args.steps)
         print(f"overfit one batch: {result.verdict}")
-        return 0
+        return 0 if result.passed else 1      # a failed check is a failed command (its verdict says why)
     from .watch.doctor import diagnose, format_findings, load_evidence, write_diagnosis
 
     findings = diagnose(load_evidence(args.run_dir))
