@@ -196,6 +196,8 @@ CASES = [
          ("data.split_file", "data of 100 rows, this data has 120", "only fits the data it was made from")),
     Case("split-file-other-data", fit(*sets("data.split_file=\"{w}/done/splits.npz\"", "data.noise=0.2")),
          ("data.split_file", "made from other data (sha256", "only fits the data it was made from")),
+    Case("features-not-a-column", fit(*sets("data.source=\"{w}/good.csv\"", "data.features=[\"x1\",\"x3\"]")),
+         ("data.features: 'x3' is not a feature column of good.csv", "columns: x1, x2")),
     Case("cnn-too-deep", fit(*sets("data.source=\"shapes\"", "data.image_size=8", "model.kind=\"cnn\"",
                                    "model.channels=[4,4,4,4,4]")),
          ("model.channels: 5 blocks pool a 8-pixel image 4 times", "fewer blocks")),
