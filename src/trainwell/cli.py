@@ -343,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# A Ctrl-C outside the training loop (which says itself what it saved): e.g. while the doctor or the
+# report runs after training, when metrics.json and the checkpoints are already written.
+INTERRUPTED = ("interrupted; what was already written stays (after training: metrics.json and the checkpoints); "
+               "`trainwell report RUN_DIR` writes the report page, `trainwell doctor RUN_DIR` the diagnosis")
+
+
 def passive_openmp() -> None:
     """OpenMP threads that sleep when idle instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the
     user chose a policy. Spinning workers cost a training run on a loaded machine about twice the
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         print("trainwell: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:      # errors.Interrupted says where it stopped and how to resume
-        print(f"trainwell: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"trainwell: {str(exc) or INTERRUPTED}", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

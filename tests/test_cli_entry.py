@@ -1,4 +1,4 @@
-"""The CLI entry point asks for a passive OpenMP wait policy before torch is imported."""
+"""The CLI entry point: a passive OpenMP wait policy before torch is imported; a bare Ctrl-C says what stays."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ def _probe(policy: str | None) -> list[str]:
 def test_passive_unless_the_user_chose(given, expected):
     before, policy, _, code = _probe(given)
     assert before == "False" and policy == expected and code == "0"
+
+
+def test_a_bare_interrupt_says_what_stays_and_how_to_write_the_report(monkeypatch, capsys):
+    from trainwell import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "recipe", interrupted)
+    assert cli.main(["recipe"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trainwell: interrupted; ") and "trainwell report RUN_DIR" in err
