@@ -223,6 +223,7 @@ CASES = [
     Case("resume-bad-set", ("resume", "{w}/cut_last", "--set", "train.epochs=0"), ("train.epochs: got 0",)),
     # ---- doctor, report
     Case("doctor-no-run", ("doctor", "{w}/no_such_run"), ("no_such_run", "not a run folder"), subprocess=True),
+    Case("doctor-epochs-without-try", ("doctor", "{w}/done", "--epochs", "3"), ("--epochs", "give --try as well")),
     Case("report-no-run", ("report", "{w}/empty_run"), ("empty_run", "not a run folder")),
     Case("predict-no-run", ("predict", "{w}/no_such_run", "{w}/good.csv"), ("no_such_run", "not found")),
     Case("predict-no-data", ("predict", "{w}/done", "{w}/missing.csv"), ("missing.csv", "not found")),

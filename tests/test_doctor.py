@@ -39,8 +39,8 @@ ENGINEERED = {
                              "init.weights": "normal", "init.std": 1.0, "train.epochs": 2}, "exploding_gradients"),
     "dead_relus": ({**DIGITS, **PLAIN, "init.bias": "constant", "init.bias_value": -10.0}, "dead_relus"),
     "identical_units": ({**DIGITS, **PLAIN, "init.weights": "zeros"}, "identical_units"),
-    "update_ratio_high": ({**DIGITS, **PLAIN, "optimizer.lr": 0.1}, "update_ratio"),
-    "update_ratio_low": ({**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1e-7}, "update_ratio"),
+    "lr_too_high": ({**DIGITS, **PLAIN, "optimizer.lr": 0.1}, "lr_too_high"),
+    "lr_too_low": ({**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1e-7}, "lr_too_low"),
     # a huge model on ~60 noisy rows, trained long without early stopping
     "overfitting": ({"data.source": "moons", "data.n_samples": 60, "data.noise": 0.35, "model.hidden": [512, 512],
                      **PLAIN, "train.epochs": 150, "stopping.enabled": False, "optimizer.lr": 3e-3,
@@ -123,7 +123,8 @@ def _history(losses):
 def test_oscillation_rule_on_a_recorded_history():
     # A training loss that goes up and down by ~40% from epoch to epoch, never settling.
     ev = Evidence({}, _history([1.0, 0.6, 0.9, 0.55, 0.85, 0.5, 0.8, 0.52, 0.82, 0.5]))
-    assert [f.rule for f in RULES["divergence"](ev)] == ["oscillation"]
+    assert [f.rule for f in RULES["oscillation"](ev)] == ["oscillation"]
+    assert RULES["divergence"](ev) == []
     steady = Evidence({}, _history([1.0, 0.8, 0.65, 0.55, 0.5, 0.46, 0.44, 0.43, 0.42, 0.41]))
     assert diagnose(steady) == []
 
@@ -157,3 +158,29 @@ def test_overfit_one_batch_verdicts(tmp_path, capsys):
     recipe.write_text("[optimizer]\nlr = 1e-6\n")
     assert main(["doctor", "--overfit-batch", str(recipe), "--steps", "50"]) == 1      # a failed check exits 1
     assert "overfit one batch: FAILED" in capsys.readouterr().out
+
+
+def test_doctor_try_confirms_a_remedy_that_helps(tmp_path, capsys):
+    """A learning rate 1000x too low: the doctor prescribes a higher one, and --try shows the
+    validation loss of the same recipe, seed and split falling further with it."""
+    run = fit(out=tmp_path, quiet=True, **{**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1e-6,
+                                          "train.epochs": 3})
+    first = run.extras["findings"][0]
+    assert first.rule == "lr_too_low" and first.overrides["optimizer.lr"] > 1e-6
+    capsys.readouterr()
+    assert main(["doctor", str(tmp_path), "--try"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("try: "))
+    assert "lr_too_low" in line and "--set optimizer.lr=" in line and "(confirmed)" in line
+    before = min(r["val_loss"] for r in run.history)
+    assert f"val_loss {before:.4g} -> " in line
+    after = float(line.split(" -> ")[1].split()[0])
+    assert after < before
+
+
+def test_doctor_try_on_a_healthy_run_has_nothing_to_try(tmp_path, capsys):
+    fit(out=tmp_path, quiet=True, **{"data.source": "wine", "train.epochs": 40, "watch.report": False})
+    capsys.readouterr()
+    assert main(["doctor", str(tmp_path), "--try", "--epochs", "2"]) == 0
+    assert "try: nothing to try: the doctor has no warning or severe finding" in capsys.readouterr().out
+    assert not any(p.name in ("before", "after") for p in tmp_path.iterdir())

@@ -254,3 +254,70 @@ def test_regularization_bad_sweep_is_one_line(sweep, expected, capsys, tmp_path)
     assert main(["lab", "regularization", "--sweep", sweep, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err and not (tmp_path / "x").exists()
+
+
+# ---- lr-curves -------------------------------------------------------------------------------------------
+
+def test_lr_curve_verdicts_on_hand_made_curves():
+    from trainwell.labs.learning_rate import verdict
+
+    best = 0.1
+    assert verdict([2.0, 1.0, 0.5, 0.2, 0.11], best, 2.3) == "good"
+    assert verdict([2.2, 2.0, 1.8, 1.6, 1.4], best, 2.3) == "too slow"          # still falling at the end
+    assert verdict([1.0, 0.5, 0.45, 0.45, 0.45, 0.45], best, 2.3) == "plateaus high"
+    assert verdict([20.0, 5.0, 1.0, 0.5, 0.3], best, 2.3) == "unstable"          # jumped above the untrained loss
+    assert verdict([2.0, 3.0, 9.0, 40.0, 80.0], best, 2.3) == "diverges"
+    assert verdict([2.0, float("nan"), float("nan")], best, 2.3) == "diverges"
+
+
+@pytest.mark.slow
+def test_lr_curves_rates_come_from_the_range_test_and_captions_follow_the_table(tmp_path):
+    from trainwell.labs.learning_rate import SETUP
+    from trainwell.labs.lr_range import QUICK_STEPS, range_test
+    from trainwell.recipe import load_recipe
+
+    result, page = _run("lr-curves", tmp_path)
+    rows = result.records()
+    test = range_test(load_recipe(None, {**SETUP, "seed": 0, "train.epochs": 6}), steps=QUICK_STEPS)
+    good = test.suggestions["valley"]
+    assert [r["role"] for r in rows][:2] == ["valley ÷30", "valley"]
+    assert rows[1]["lr"] == pytest.approx(good) and rows[0]["lr"] == pytest.approx(good / 30)
+    if test.diverged_lr:
+        assert rows[3]["lr"] == pytest.approx(test.diverged_lr) and rows[2]["lr"] == pytest.approx(test.diverged_lr / 3)
+    caption = result.figure("lr_curves").caption
+    finals = [r["final loss"] for r in rows if r["verdict"] != "diverges"]
+    for r in rows:
+        curve = result.series["curves"][f"{r['lr']:.6g}"]
+        assert r["final loss"] == curve[-1] and r["max loss"] == max(curve)
+        assert f"lr {r['lr']:.3g} {r['verdict']}" in caption
+        if r["verdict"] == "good":
+            assert r["final loss"] <= 1.25 * min(finals)
+    assert rows[0]["verdict"] in ("too slow", "plateaus high")     # ÷30 of the suggestion is too low
+    assert "4 learning rates, 6 epochs" in result.title and result.title in page
+
+
+# ---- projector-ready -------------------------------------------------------------------------------------
+
+def small_text(result, least=9.0):
+    """The visible texts of the lab's figures drawn below `least` points."""
+    import matplotlib.text
+
+    found = []
+    for f in result.figures:
+        if isinstance(f.data, bytes):
+            continue
+        f.data.canvas.draw() if hasattr(f.data.canvas, "draw") else None
+        for t in f.data.findobj(matplotlib.text.Text):
+            if t.get_visible() and t.get_text().strip() and t.get_fontsize() < least:
+                found.append((f.name, t.get_text(), t.get_fontsize()))
+    return found
+
+
+@pytest.mark.parametrize("name, params", [("gd-path", {}), ("init", {}), ("optimizers", {"steps": 20})])
+def test_lab_figures_have_no_text_below_9_points_and_fit_a_1280px_page(tmp_path, name, params):
+    result, page = _run(name, tmp_path, **params)
+    assert small_text(result) == []
+    for f in result.figures:
+        width = int.from_bytes(f.png[16:20], "big")          # PNG width in pixels at 100 px per inch
+        assert width <= 1240, (f.name, width)        # a 1280-px window less the page margins
+        assert f'width="{width}"' in page                    # shown at its natural width

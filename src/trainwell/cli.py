@@ -68,8 +68,8 @@ def _fit(args: argparse.Namespace) -> int:
     if args.find_lr:
         from .labs.lr_range import find_lr
 
-        lr, test, record = find_lr(recipe, args.find_lr)
-        print(f"LR range test: optimizer.lr = {lr:.3g} ({args.find_lr} rule; {test.stop_reason}; "
+        lr, test, record, rule = find_lr(recipe, args.find_lr)
+        print(f"LR range test: optimizer.lr = {lr:.3g} ({rule} rule; {test.stop_reason}; "
               "recorded in lr_find.json)")
         recipe, callbacks = recipe.replace(**{"optimizer.lr": lr}), [record]
     fit(recipe, out=args.out, quiet=args.quiet, force=args.force, callbacks=callbacks)
@@ -105,9 +105,15 @@ def _doctor(args: argparse.Namespace) -> int:
         return 0 if result.passed else 1      # a failed check is a failed command (its verdict says why)
     from .watch.doctor import diagnose, format_findings, load_evidence, write_diagnosis
 
+    if args.epochs is not None and not args.try_:
+        raise TrainwellError("doctor: --epochs is the budget of --try; give --try as well")
     findings = diagnose(load_evidence(args.run_dir))
     write_diagnosis(Path(args.run_dir), findings)
     print("\n".join(format_findings(findings)))
+    if args.try_:
+        from .watch.trial import try_remedy
+
+        print(f"try: {try_remedy(args.run_dir, epochs=args.epochs).summary()}")
     return 0
 
 
@@ -203,6 +209,7 @@ def _lab_parser(name: str) -> argparse.ArgumentParser:
     g = p.add_argument_group(f"parameters of lab {name} (also --set NAME=VALUE)")
     for key, param in params_of(name).items():
         default = param.default if not isinstance(param.default, list) else ",".join(map(str, param.default))
+        default = "see above" if default in ("", []) else default
         quick = "" if param.quick is None else f"; --quick: {param.quick}"
         g.add_argument(f"--{key}", dest=key, metavar=key.upper().replace("-", "_"),
                        help=f"{param.help} ({param.describe()}; default {default}{quick})")
@@ -273,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose the epoch count on validation (test locked), retrain on train+validation, "
                         "evaluate the test split once")
 
-    f.add_argument("--find-lr", nargs="?", const="valley", choices=("valley", "steepest", "min/10"), metavar="RULE",
-                   help="run the LR range test first and train with its suggestion (rule: valley (default), "
-                        "steepest, min/10); recorded in RUN_DIR/lr_find.json and lr_find.png")
+    f.add_argument("--find-lr", nargs="?", const="auto", choices=("auto", "steepest", "valley", "min/10", "min"),
+                   metavar="RULE",
+                   help="run the LR range test first and train with its suggestion (rule: auto (default: steepest "
+                        "for plain SGD, min for momentum and adaptive optimizers), steepest, valley, min/10, min); "
+                        "recorded in RUN_DIR/lr_find.json and lr_find.png")
 
     se = sub.add_parser("search", help="hyperparameter search over the recipe's [search] space, then retrain "
                         "the best on train+validation and test once")
@@ -307,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overfit-batch", metavar="RECIPE", help="train on one batch of RECIPE.toml and give a verdict")
     d.add_argument("--steps", type=_positive_int, default=200, help="optimizer steps of the overfit-one-batch check")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--try", dest="try_", action="store_true",
+                   help="re-run RUN_DIR's recipe with the first finding's overrides (same seed and split) and "
+                        "print the monitored value before and after")
+    d.add_argument("--epochs", type=_positive_int, default=None,
+                   help="epochs of the --try re-run (default: the run's own)")
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html from the run folder")
     rp.add_argument("run_dir", help="run folder written by `trainwell fit`")

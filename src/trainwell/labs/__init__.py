@@ -27,6 +27,8 @@ LABS: dict[str, tuple[str, str]] = {
                        "DropConnect, batch norm, label smoothing, early stopping, augmentation"),
     "lr-range": ("lr_range", "the LR range test: loss vs exponentially growing LR, steepest/valley/min÷10 "
                  "suggestions and their spread over seeds"),
+    "lr-curves": ("learning_rate", "loss per epoch for a too-low, a good (from the range test), a too-high and a "
+                  "far-too-high learning rate, as in the lecture's figure"),
     "schedules": ("schedule_curves", "the learning-rate curve of every schedule kind (and warmup) over one run, "
                   "in one figure"),
     "search-layout": ("search_layout", "grid vs random search with one important and one unimportant "
@@ -37,7 +39,7 @@ LABS: dict[str, tuple[str, str]] = {
 
 
 # The labs that read a recipe (RECIPE, --set) and the ones that repeat over seeds (--seeds).
-RECIPE_LABS = ("regularization", "lr-range", "ablate")
+RECIPE_LABS = ("regularization", "lr-range", "ablate", "lr-curves")
 SEEDS_LABS = ("lr-range", "search-layout", "ablate", "regularization")
 
 

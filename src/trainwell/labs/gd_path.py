@@ -148,7 +148,7 @@ def _paths_figure(paths: dict[float, np.ndarray], verdicts: dict[float, str], p:
     n = len(paths)
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.95 * cols, 3.0 * rows + 0.5), squeeze=False)
     x0 = p["x0"]
     for ax, (lr, path) in zip(axes.flat, paths.items()):
         finite = path[np.isfinite(path)]

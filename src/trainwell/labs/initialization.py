@@ -166,8 +166,9 @@ def captions(records: list[dict], p: dict) -> dict[str, str]:
 def _histograms(results: dict[str, dict], acts: dict[str, str], depth: int):
     shown = list(range(depth)) if depth <= 10 else list(range(0, depth, 2)) + ([depth - 1] if depth % 2 == 0 else [])
     cols = len(shown)
-    fig, axes = plt.subplots(len(results), cols, figsize=(max(1.25 * cols, 6) + 1.2, 1.45 * len(results) + 0.8),
-                             squeeze=False)
+    # At most ~11.5 inches wide: the figure fits a 1280-px page at its natural width (100 px per inch).
+    fig, axes = plt.subplots(len(results), cols, figsize=(max(min(1.25, 10.3 / cols) * cols, 6) + 1.2,
+                                                          1.45 * len(results) + 0.8), squeeze=False)
     for r, (lab, res) in enumerate(results.items()):
         relu = acts[lab] == "relu"
         lo = 0.0 if acts[lab] in ("relu", "sigmoid") else -1.0

@@ -265,7 +265,7 @@ def _bars(per_seed: dict[str, dict[str, list[float]]], label: dict[str, str], ch
               ("val_ce", "validation loss", "Validation loss (lower: better)")]
     if chance is not None:
         panels.append(("val_acc", "validation accuracy", "Validation accuracy (higher: better)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1.2, 0.42 * len(names) + 1.6),
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.0, 0.42 * len(names) + 1.6),
                              sharey=True)
     ys = np.arange(len(names))
     for ax, (key, xlabel, title) in zip(np.atleast_1d(axes), panels):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rundir import atomic_write_text
-from ..watch.doctor import Evidence, Finding
+from ..watch.doctor import Evidence, Finding, set_flags
 
 REPORT = "report.html"
 
@@ -44,9 +44,12 @@ def findings_section(findings: list[Finding]) -> str:
     rows = []
     for f in findings:
         ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items())
+        cause = f"<span class='muted'>&#8627; consequence of {_e(f.cause)}</span><br>" if f.cause else ""
+        remedy = "" if f.cause else _e(f.remedy) + (
+            f"<br><code>{_e(set_flags(f.overrides))}</code>" if f.overrides else "")
         rows.append(f'<tr class="finding {f.severity}" data-rule="{_e(f.rule)}"><td class="sev">{_e(f.severity)}</td>'
-                    f"<td><b>{_e(f.rule)}</b><br>{_e(f.message)}<br><span class='muted'>{_e(ev)}</span></td>"
-                    f"<td>{_e(f.remedy)}</td></tr>")
+                    f"<td>{cause}<b>{_e(f.rule)}</b><br>{_e(f.message)}<br><span class='muted'>{_e(ev)}</span></td>"
+                    f"<td>{remedy}</td></tr>")
     return ('<table id="findings"><tr><th>severity</th><th>finding and evidence</th><th>what to try</th></tr>'
             + "".join(rows) + "</table>")
 

@@ -21,11 +21,17 @@ SEVERITIES = ("info", "warning", "severe")
 
 @dataclass(frozen=True)
 class Finding:
+    """One finding. `overrides` are the recipe changes its remedy proposes (dotted keys, as for
+    `--set`), none of which the run already has; `cause` names the finding that explains this one
+    (it is then shown under it, as a consequence, not as a separate problem)."""
+
     rule: str
     severity: str
     message: str
     evidence: dict[str, Any]
     remedy: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    cause: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +48,24 @@ class Evidence:
     def column(self, name: str) -> list[float]:
         return [number(r.get(name)) for r in self.history]
 
+    def train_eval(self, name: str) -> list[tuple[int, float]]:
+        """(epoch, value) of an eval-mode statistic over the training sample (probes), finite only."""
+        out = []
+        for rec in self.probes.get("epochs") or []:
+            v = number((rec.get("train_eval") or {}).get(name))
+            if math.isfinite(v):
+                out.append((rec.get("epoch"), v))
+        return out
+
+    def setting(self, dotted: str, default: Any = None) -> Any:
+        """A recipe value by dotted key (the default when the recipe does not hold it)."""
+        node: Any = self.recipe
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
     @property
     def task(self) -> str:
         return self.metrics.get("task") or self.facts.get("data", {}).get("task", "")
@@ -53,8 +77,8 @@ class Evidence:
     def layer_series(self, group: str, stat: str) -> dict[str, list[tuple[int, float]]]:
         """{layer: [(epoch, value), ...]} of one probe statistic, finite values only."""
         out: dict[str, list[tuple[int, float]]] = {}
-        for rec in self.probes.get("epochs", []):
-            for layer, stats in rec.get(group, {}).items():
+        for rec in self.probes.get("epochs") or []:
+            for layer, stats in (rec.get(group) or {}).items():
                 v = number(stats.get(stat))
                 if math.isfinite(v):
                     out.setdefault(layer, []).append((rec["epoch"], v))
@@ -88,12 +112,31 @@ def write_diagnosis(run_dir: Path, findings: list[Finding]) -> None:
     write_json(run_dir / DIAGNOSIS, {"findings": [f.to_dict() for f in findings]})
 
 
+def set_flags(overrides: dict[str, Any]) -> str:
+    """`--set key=value ...` for the command line (strings quoted as TOML strings)."""
+    return " ".join(f"--set {k}={json.dumps(v) if isinstance(v, str | list) else _toml_scalar(v)}"
+                    for k, v in overrides.items())
+
+
+def _toml_scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
 def format_findings(findings: list[Finding], remedies: bool = True) -> list[str]:
+    """Causes first; the symptoms a cause explains indented under it."""
     if not findings:
         return ["doctor: no findings"]
     lines = []
     for f in findings:
-        lines.append(f"[{f.severity}] {f.rule}: {f.message}")
-        if remedies:
+        pad = "    " if f.cause else ""
+        lead = f"{pad}-> consequence of {f.cause}: " if f.cause else ""
+        lines.append(f"{lead}[{f.severity}] {f.rule}: {f.message}")
+        if remedies and not f.cause:
             lines.append(f"    try: {f.remedy}")
+            if f.overrides:
+                lines.append(f"         {set_flags(f.overrides)}")
     return lines

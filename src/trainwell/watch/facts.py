@@ -2,8 +2,15 @@
 and stored in the run folder (facts.json), so the doctor and the report need nothing else.
 
 - the data summary: rows per split, class counts, feature scales of the inputs the model saw;
-- leakage: validation/test rows whose features also occur, exactly, in the training split;
-- suspected mislabeled rows: the training rows the final model gets most confidently wrong;
+- leakage: validation/test rows whose features also occur, exactly, in the training split (and
+  those that also carry the same target: only these inflate a score);
+- suspected mislabeled rows: the training rows the final model gets most confidently wrong, and an
+  estimate of the label-noise rate (rows that the model and a nearest-neighbour vote both
+  confidently assign to another class);
+- a baseline of what the data allows: a linear model and a k-nearest-neighbour model fitted on
+  the same training rows (standardized), scored on the validation split, in milliseconds;
+- calibration: the expected calibration error (ECE) of the validation split;
+- the target's scale as the loss sees it (regression);
 - the confusion matrix of the test split (validation when there is no test split).
 """
 
@@ -41,12 +48,126 @@ def feature_scales(x: torch.Tensor, names: tuple[str, ...] = ()) -> dict[str, An
     return out
 
 
-def shared_rows(train_x: np.ndarray, other_x: np.ndarray) -> int:
-    """Rows of `other_x` whose features occur exactly in `train_x`."""
+def _row_keys(x: np.ndarray, y: np.ndarray | None = None) -> list[bytes]:
+    rows = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1))
+    if y is None:
+        return [r.tobytes() for r in rows]
+    ys = np.ascontiguousarray(np.asarray(y).reshape(len(y), -1))
+    return [r.tobytes() + b"|" + t.tobytes() for r, t in zip(rows, ys)]
+
+
+def shared_rows(train_x: np.ndarray, other_x: np.ndarray, train_y: np.ndarray | None = None,
+                other_y: np.ndarray | None = None) -> int:
+    """Rows of `other_x` whose features occur exactly in `train_x` (with the targets given: and
+    whose target is also the same)."""
     if len(other_x) == 0:
         return 0
-    seen = {r.tobytes() for r in np.ascontiguousarray(train_x.reshape(len(train_x), -1))}
-    return int(sum(r.tobytes() in seen for r in np.ascontiguousarray(other_x.reshape(len(other_x), -1))))
+    seen = set(_row_keys(train_x, train_y))
+    return int(sum(k in seen for k in _row_keys(other_x, other_y)))
+
+
+BASELINE_ROWS = 2000        # rows of the training split the baselines are fitted on (at most)
+ECE_BINS = 15
+
+
+def _standardized(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mean, std = train.mean(0), train.std(0)
+    std[std < 1e-12] = 1.0
+    return [(a - mean) / std for a in (train, *others)]
+
+
+def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+              task: str, seed: int = 0) -> dict[str, Any]:
+    """What the data allows: a linear model and a k-NN, fitted on (a sample of) the training rows,
+    standardized, scored on the validation rows (accuracy, or R2 for regression)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    xt = train_x.reshape(len(train_x), -1).double().cpu().numpy()
+    xv = val_x.reshape(len(val_x), -1).double().cpu().numpy()
+    yt, yv = train_y.cpu().numpy(), val_y.cpu().numpy()
+    if len(xt) > BASELINE_ROWS:
+        keep = np.random.default_rng(seed).choice(len(xt), BASELINE_ROWS, replace=False)
+        xt, yt = xt[keep], yt[keep]
+    if not (np.isfinite(xt).all() and np.isfinite(xv).all()):
+        return {}
+    xt, xv = _standardized(xt, xv)
+    k = int(min(15, max(1, round(len(xt) ** 0.5 / 2))))
+    if task == "regression":
+        if yt.ndim > 1 and yt.shape[1] == 1:
+            yt, yv = yt[:, 0], yv[:, 0]
+        models = {"linear": Ridge(alpha=1.0), "knn": KNeighborsRegressor(k, weights="distance")}
+        metric = "r2"
+    else:
+        if len(np.unique(yt)) < 2:
+            return {}
+        models = {"linear": LogisticRegression(max_iter=200), "knn": KNeighborsClassifier(k)}
+        metric = "accuracy"
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, m in models.items():
+            try:
+                scores[name] = float(m.fit(xt, yt).score(xv, yv))
+            except ValueError:
+                continue
+    if not scores:
+        return {}
+    return {"metric": metric, "val": max(scores.values()), "models": scores, "k": k, "rows": int(len(xt))}
+
+
+def label_noise(model_probs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, confidence: float = 0.6,
+                seed: int = 0) -> dict[str, Any]:
+    """Estimated share of wrong labels among the training rows: rows that the final model predicts as
+    another class with probability >= `confidence`, and that the majority of their nearest
+    training neighbours (the row itself left out) also assign to another class. A model that merely
+    underfits is wrong on many rows its neighbours get right, so it does not inflate the estimate."""
+    from sklearn.neighbors import NearestNeighbors
+
+    xs = x.reshape(len(x), -1).double().cpu().numpy()
+    ys = y.long().cpu().numpy()
+    if len(xs) < 20 or not np.isfinite(xs).all() or not torch.isfinite(model_probs).all():
+        return {}
+    rows = np.arange(len(xs))
+    if len(xs) > BASELINE_ROWS:          # a sample is enough for a rate, and keeps this to milliseconds
+        rows = np.sort(np.random.default_rng(seed).choice(len(xs), BASELINE_ROWS, replace=False))
+    (xs_std,) = _standardized(xs[rows])
+    k = 10
+    nn_idx = NearestNeighbors(n_neighbors=min(k + 1, len(rows))).fit(xs_std).kneighbors(
+        xs_std, return_distance=False)[:, 1:]
+    votes = ys[rows][nn_idx]
+    neighbours_agree = (votes == ys[rows][:, None]).mean(1)
+    conf, pred = model_probs[rows].max(1)
+    suspect = (pred.numpy() != ys[rows]) & (conf.numpy() >= confidence) & (neighbours_agree < 0.5)
+    return {"checked": int(len(rows)), "suspects": int(suspect.sum()), "rate": float(suspect.mean()),
+            "confidence": confidence, "neighbours": k}
+
+
+def calibration(probs: torch.Tensor, y: torch.Tensor, bins: int = ECE_BINS) -> dict[str, Any]:
+    """Expected calibration error: sum over equal-width confidence bins of |accuracy - confidence|
+    weighted by the bin's share of rows; also the mean confidence and accuracy."""
+    if len(y) == 0 or not torch.isfinite(probs).all():
+        return {}
+    conf, pred = probs.max(1)
+    correct = (pred == y.long().cpu()).double()
+    conf = conf.double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        if inside.any():
+            ece += float(inside.double().mean() * (correct[inside].mean() - conf[inside].mean()).abs())
+    return {"ece": ece, "confidence": float(conf.mean()), "accuracy": float(correct.mean()), "rows": int(len(y)),
+            "bins": bins}
+
+
+def target_scale(y: torch.Tensor) -> dict[str, Any]:
+    t = y.double().reshape(len(y), -1).cpu()
+    if len(t) < 2 or not torch.isfinite(t).all():
+        return {}
+    return {"std": float(t.std(0, unbiased=False).max()), "abs_mean": float(t.mean(0).abs().max())}
 
 
 def probabilities(out: torch.Tensor) -> torch.Tensor:
@@ -85,18 +206,29 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         "scales": feature_scales(prepared.train.x, ds.feature_names),
         "leakage": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]])
                     for k in ("val", "test")},
+        "leakage_same_target": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]],
+                                               ds.y[prepared.indices["train"]], ds.y[prepared.indices[k]])
+                                for k in ("val", "test")},
     }
+    val = prepared.val
+    if val is not None and len(val) >= 10 and (task == "regression" or val.y.dim() == 1):
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task)
     if task == "regression":
+        facts["data"]["target"] = target_scale(prepared.train.y)
         return facts
     n = ds.n_classes
     facts["data"]["class_counts"] = {k: class_counts(v.y, n) for k, v in splits.items() if v is not None}
     train = prepared.train
     if train.y.dim() == 1:
         probs = probabilities(_outputs(model, train.x, eval_batch))
+        facts["noise"] = label_noise(probs, train.x, train.y)
         facts["suspects"] = [
             {"index": int(prepared.indices["train"][i]), "label": ds.classes[int(train.y[i])],
              "prediction": ds.classes[p], "confidence": round(c, 4)}
             for i, p, c in confident_mistakes(probs, train.y.cpu(), top)]
+    if val is not None and val.y.dim() == 1 and len(val):
+        facts["calibration"] = {"split": "val", **calibration(probabilities(_outputs(model, val.x, eval_batch)),
+                                                                val.y)}
     split = "test" if prepared.test is not None else "val"
     part = splits[split]
     if part is not None and part.y.dim() == 1:

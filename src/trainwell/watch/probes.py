@@ -16,6 +16,11 @@ with no hook at all. On a probed step we record
 Statistics stay on the device while an epoch runs and are read once at its end (no host
 synchronisation in the step). The epoch's record is the mean over its probed steps; the
 histogram is the one of its first probed step.
+
+Each epoch's record also holds `train_eval`: the loss and metrics of the model in eval mode (no
+dropout, batch-norm running statistics, the weights as they are at the epoch's end) over a fixed
+sample of the training split. The running training loss of history.csv is an average over an
+epoch of moving weights in training mode; the doctor judges fit from this one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ..loop import Callback
 PROBES = "probes.json"
 SATURATION = 0.97          # |tanh| above, or sigmoid outside [0.03, 0.97]: the unit's slope is < ~6% of its peak
 HIST_BINS = 40
+TRAIN_EVAL_ROWS = 512      # training rows (a fixed sample) evaluated in eval mode at each epoch's end
 
 # Activation modules the probes understand, by the statistic that makes sense for each.
 ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh",
@@ -135,6 +141,7 @@ class ProbeCallback(Callback):
 
     def epoch_end(self, trainer, row: dict[str, Any]) -> None:
         record = self._summarize(trainer.state.epoch)
+        record["train_eval"] = self._train_eval(trainer)
         self.epochs.append(record)
         if self.sink is not None:
             self.sink(record)
@@ -142,6 +149,16 @@ class ProbeCallback(Callback):
 
     def fit_end(self, trainer) -> None:
         self._disarm()
+
+    def _train_eval(self, trainer) -> dict[str, Any]:
+        data = trainer.train_data
+        n = len(data)
+        if n == 0:
+            return {}
+        if n > TRAIN_EVAL_ROWS:
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TRAIN_EVAL_ROWS]
+            data = type(data)(data.x[idx.to(data.x.device)], data.y[idx.to(data.y.device)])
+        return {**trainer.evaluate(data), "rows": len(data)}
 
     # ------------------------------------------------------------------------------ storage
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,115 @@
+"""`trainwell doctor RUN_DIR --try`: prove the prescription. Re-run the run's recipe with the first
+finding's overrides (same seed, hence the same split) for a short budget, and compare the monitored
+validation value before and after.
+
+"Before" is the run itself when the budget is its own number of epochs; with a shorter budget the
+recipe is re-run unchanged for that budget as well, so both sides train equally long. The value
+compared is the one the run returns: the best epoch's when early stopping restores it, else the
+last epoch's. A NaN or infinite value counts as the worst possible.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainwellError
+from .doctor import diagnose, load_evidence, set_flags
+from .evidence import Evidence
+
+
+@dataclass
+class TryResult:
+    rule: str | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    monitor: str = ""
+    mode: str = "min"
+    before: float = float("nan")
+    after: float = float("nan")
+    epochs: int = 0
+    note: str = ""
+
+    @property
+    def confirmed(self) -> bool:
+        if not self.overrides:
+            return False
+        b, a = _worst_if_bad(self.before, self.mode), _worst_if_bad(self.after, self.mode)
+        return a < b if self.mode == "min" else a > b
+
+    def summary(self) -> str:
+        if not self.overrides:
+            return f"nothing to try: {self.note}"
+        verdict = "confirmed" if self.confirmed else "not confirmed"
+        return (f"{self.rule}: {set_flags(self.overrides)} for {self.epochs} epochs: {self.monitor} "
+                f"{self.before:.4g} -> {self.after:.4g} ({verdict})")
+
+
+def _worst_if_bad(v: float, mode: str) -> float:
+    if math.isfinite(v):
+        return v
+    return math.inf if mode == "min" else -math.inf
+
+
+def monitored(history: list[dict[str, Any]], monitor: str, mode: str, best: bool) -> float:
+    """The monitored value of the model a run returns: its best epoch's (restore_best) or its last."""
+    from .evidence import number
+
+    values = [number(r.get(monitor)) for r in history]
+    if not values:
+        return float("nan")
+    if not best:
+        return values[-1]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return float("nan")
+    return min(finite) if mode == "min" else max(finite)
+
+
+def first_prescription(ev: Evidence):
+    """The first finding at warning or severe level (the root cause), or None."""
+    return next((f for f in diagnose(ev) if f.cause is None and f.severity in ("warning", "severe")), None)
+
+
+def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path | None = None,
+               data: Any = None, model: Any = None) -> TryResult:
+    from ..api import fit
+    from ..recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    ev = load_evidence(run_dir)
+    recipe = load_recipe(ev.recipe)
+    monitor, mode = recipe.stopping.monitor, recipe.stopping.mode
+    first = first_prescription(ev)
+    if first is None:
+        return TryResult(None, monitor=monitor, mode=mode, note="the doctor has no warning or severe finding")
+    if not first.overrides:
+        return TryResult(first.rule, monitor=monitor, mode=mode,
+                         note=f"the first finding ({first.rule}) has no recipe change to try: {first.remedy}")
+    if data is None and (ev.facts.get("data") or {}).get("name") == "data":
+        raise TrainwellError(f"doctor --try: {run_dir} was trained on in-memory data (fit(data=...)); "
+                             "re-run it from Python with trainwell.watch.trial.try_remedy(run_dir, data=(x, y))")
+    own = recipe.train.epochs
+    budget = epochs or own
+    best = recipe.stopping.restore_best
+    kw: dict[str, Any] = {"quiet": True, "force": True, "data": data, "model": model,
+                          "train.epochs": budget, "watch.report": False}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = Path(out) if out is not None else Path(tmp)
+        if budget == own:
+            before = monitored(ev.history, monitor, mode, best)
+        else:
+            again = fit(recipe, out=base / "before", **kw)
+            before = monitored(again.history, monitor, mode, best)
+        try:
+            after_run = fit(recipe, out=base / "after", **{**kw, **first.overrides})
+            after = monitored(after_run.history, monitor, mode,
+                              bool(first.overrides.get("stopping.restore_best", best)))
+        except TrainwellError as exc:
+            return TryResult(first.rule, first.overrides, monitor, mode, before, float("nan"), budget,
+                             note=f"the re-run failed: {exc}")
+    return TryResult(first.rule, first.overrides, monitor, mode, before, after, budget)

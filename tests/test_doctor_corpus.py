@@ -1,0 +1,51 @@
+"""The doctor's labelled corpus (benchmarks/doctor_corpus.py): the fast scenarios one by one, each
+held to its labels (its rules fire, its root cause comes first, no must-not-fire rule speaks at
+warning level, no remedy repeats the recipe, no crash); the whole corpus against the goals."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("doctor_corpus", Path(__file__).parents[1] / "benchmarks" / "doctor_corpus.py")
+corpus = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = corpus          # dataclasses look their module up while the file executes
+spec.loader.exec_module(corpus)
+
+FAST = [s for s in corpus.SCENARIOS if s.fast]
+
+
+def test_the_corpus_is_labelled_as_the_issue_asks():
+    healthy = [s for s in corpus.SCENARIOS if s.healthy]
+    assert len(corpus.SCENARIOS) >= 40 and len(healthy) >= len(corpus.SCENARIOS) / 2
+    assert {s.area for s in corpus.SCENARIOS} >= {"tabular", "regression", "image", "csv"}
+    for s in corpus.SCENARIOS:
+        assert set(s.fire) <= corpus.ALL_RULES and set(s.may) <= corpus.ALL_RULES, s.name
+        assert not s.healthy or not s.may, f"{s.name}: a healthy run allows no warning"
+        assert s.healthy or set(s.first) <= set(s.fire) | set(s.may), s.name
+    assert len({s.name for s in corpus.SCENARIOS}) == len(corpus.SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", FAST, ids=[s.name for s in FAST])
+def test_fast_scenario(scenario, tmp_path):
+    o = corpus.run_scenario(scenario, tmp_path)
+    assert o.crash is None, o.crash
+    assert o.missed == [], f"missed {o.missed}: {[f.rule for f in o.findings]}"
+    assert o.false_positives == [], f"false positives {o.false_positives}"
+    assert o.repeated == []
+    if not scenario.healthy:
+        assert o.first_ok, f"first finding {o.findings[0].rule}, expected one of {scenario.first}"
+
+
+@pytest.mark.slow
+def test_whole_corpus_meets_the_goals(tmp_path):
+    outcomes = [corpus.run_scenario(s, tmp_path) for s in corpus.SCENARIOS]
+    m = corpus.summarize(outcomes)
+    report = "\n".join(corpus.table(outcomes) + corpus.format_summary(m))
+    g = corpus.GOALS
+    assert m["crashes"] == g["crashes"], report
+    assert m["recall"] >= g["recall"], report
+    assert m["root_cause_first"] >= g["root_cause_first"], report
+    assert m["fp_per_healthy"] <= g["fp_per_healthy"], report
+    assert m["repeated_remedies"] == g["repeated_remedies"], report

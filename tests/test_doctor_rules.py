@@ -1,0 +1,251 @@
+"""Each judgement rule on hand-built evidence, just inside and just outside its threshold; the
+root-cause ordering; remedies that read the recipe."""
+
+import math
+
+import pytest
+
+from trainwell.recipe import load_recipe
+from trainwell.watch import doctor as D
+from trainwell.watch.doctor import RULES, Evidence, Finding, diagnose, order_findings, set_flags
+from trainwell.watch.facts import calibration, label_noise, shared_rows
+
+RECIPE = load_recipe(None).to_dict()
+
+
+def ev(history=(), probes=None, facts=None, metrics=None, recipe=None):
+    return Evidence(recipe or RECIPE, list(history), metrics or {}, probes or {}, facts or {})
+
+
+def rules(e):
+    return [f.rule for f in diagnose(e)]
+
+
+def curve(train, val=None, **cols):
+    rows = []
+    for i, t in enumerate(train):
+        row = {"epoch": i + 1, "train_loss": t, "val_loss": (val or train)[i]}
+        row.update({k: v[i] for k, v in cols.items()})
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ underfitting
+def _fit(val_acc, base, train_acc=None, rows=300):
+    probes = {"epochs": [{"epoch": i + 1, "train_eval": {"accuracy": train_acc if train_acc is not None else val_acc}}
+                         for i in range(3)]}
+    facts = {"baseline": {"metric": "accuracy", "val": base, "models": {"knn": base}},
+             "data": {"rows": {"val": rows}}}
+    return ev(curve([1.0, 0.8, 0.7], val_accuracy=[val_acc] * 3), probes, facts, {"task": "multiclass"})
+
+
+def test_underfitting_is_judged_against_the_baseline_not_a_fixed_floor():
+    assert [f.rule for f in D.underfitting(_fit(0.80, 0.95))] == ["underfitting"]
+    # 0.93 vs 0.95: inside the 5-point margin -> quiet
+    assert D.underfitting(_fit(0.93, 0.95)) == []
+    # a noisy task whose best possible score is 0.6: a model at 0.58 does not underfit
+    assert D.underfitting(_fit(0.58, 0.60)) == []
+    # fits its training rows far better than the baseline generalizes: not underfitting (overfitting, maybe)
+    assert D.underfitting(_fit(0.80, 0.95, train_acc=1.0)) == []
+
+
+def test_underfitting_margin_grows_with_few_validation_rows():
+    # 30 validation rows, baseline 0.9: 2 standard errors = 0.11 > 0.05
+    assert D.underfitting(_fit(0.82, 0.90, rows=30)) == []
+    assert D.underfitting(_fit(0.82, 0.90, rows=3000)) != []
+
+
+def test_underfitting_reads_eval_mode_training_accuracy_over_the_running_one():
+    e = _fit(0.80, 0.95, train_acc=0.99)
+    for row in e.history:
+        row["train_accuracy"] = 0.7          # the running average, dropout active: not used when probes have it
+    assert D.underfitting(e) == []
+
+
+# ------------------------------------------------------------------------------------ curves
+def test_oscillation_is_relative_to_the_curves_range():
+    converged = [2.3, 0.5, 0.1, 0.021, 0.019, 0.023, 0.018, 0.022, 0.019, 0.023]   # rises of ~20% near 0.02
+    assert D.oscillation(ev(curve(converged))) == []
+    wild = [1.0, 0.6, 0.9, 0.55, 0.85, 0.5, 0.8, 0.52, 0.82, 0.5]
+    assert [f.rule for f in D.oscillation(ev(curve(wild)))] == ["oscillation"]
+
+
+def test_an_exploding_finite_loss_is_divergence_listed_first():
+    e = ev(curve([4.8, 300.0, 1e12, 1.7e23]), {"initial": {"loss": 4.8}})
+    found = diagnose(e)
+    assert found[0].rule == "divergence" and found[0].severity == "severe"
+    assert "1.7e+23" in found[0].message
+    # "loss not decreasing" is a consequence of the divergence, shown under it, never before it
+    assert all(f.cause == "divergence" for f in found[1:] if f.rule == "loss_not_decreasing")
+
+
+# ------------------------------------------------------------------------------------ gradients
+def _grads(values, names=("fc1", "fc2", "fc3", "head")):
+    return {"weighted": [{"name": n} for n in names],
+            "epochs": [{"epoch": 1, "weights": {n: {"out_grad_rms": v} for n, v in zip(names, values)}}]}
+
+
+def test_gradient_flow_compares_hidden_layers_only():
+    # the head's gradient is 100x the hidden ones' (a handful of logits): not vanishing
+    assert D.gradient_flow(ev(probes=_grads([1e-3, 1e-3, 1e-3, 1e-1]))) == []
+    assert [f.rule for f in D.gradient_flow(ev(probes=_grads([1e-5, 1e-4, 1e-3, 1e-3])))] == ["vanishing_gradients"]
+    assert D.gradient_flow(ev(probes=_grads([1e-4 * 9.5, 1e-3, 1e-4, 1]))) == []          # 9.5x: inside
+    assert [f.rule for f in D.gradient_flow(ev(probes=_grads([1e-4 * 11, 1e-3, 1e-4, 1])))] == ["exploding_gradients"]
+
+
+# ------------------------------------------------------------------------------------ learning rate
+def _updates(ratio):
+    return {"weighted": [{"name": "fc1"}, {"name": "head"}],
+            "epochs": [{"epoch": e, "weights": {"fc1": {"update_ratio": ratio}, "head": {"update_ratio": ratio}}}
+                       for e in (1, 2)]}
+
+
+def test_learning_rate_rules_and_their_computed_lr():
+    low = D.update_ratio(ev(probes=_updates(1e-6)))
+    assert [f.rule for f in low] == ["lr_too_low"]
+    # 1e-3 / 1e-6 = 1000x, capped at 100x: 1e-3 -> 0.1
+    assert low[0].overrides == {"optimizer.lr": pytest.approx(0.1)}
+    high = D.update_ratio(ev(probes=_updates(0.1)))
+    assert [f.rule for f in high] == ["lr_too_high"]
+    assert high[0].overrides == {"optimizer.lr": pytest.approx(1e-5)}       # 1e-3 x max(1e-3/0.1, 0.01)
+    assert D.update_ratio(ev(probes=_updates(2e-3))) == []
+
+
+# ------------------------------------------------------------------------------------ data
+def test_leakage_counts_same_target_rows_with_graded_severity():
+    def leak(n, rows):
+        return D.leakage(ev(facts={"leakage": {"test": n}, "leakage_same_target": {"test": n},
+                                   "data": {"rows": {"test": rows}}}))
+    assert leak(1, 30)[0].severity == "info"            # one natural duplicate pair in a small split
+    assert leak(3, 100)[0].severity == "warning"
+    assert leak(20, 100)[0].severity == "severe"
+    # identical features, different targets (two houses, two prices): not leakage
+    assert D.leakage(ev(facts={"leakage": {"test": 20}, "leakage_same_target": {"test": 0},
+                               "data": {"rows": {"test": 100}}})) == []
+
+
+def test_shared_rows_with_targets():
+    import numpy as np
+
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert shared_rows(x, x) == 2
+    assert shared_rows(x, x, np.array([0, 1]), np.array([0, 0])) == 1
+
+
+def test_mislabeled_is_a_warning_with_a_noise_rate_even_at_low_train_accuracy():
+    facts = {"noise": {"checked": 500, "suspects": 40, "rate": 0.08},
+             "suspects": [{"index": i, "label": "a", "prediction": "b", "confidence": 0.9} for i in range(3)]}
+    e = ev(curve([1, 0.9, 0.8], train_accuracy=[0.5, 0.6, 0.7]), facts=facts)
+    (f,) = D.mislabeled(e)
+    assert f.severity == "warning" and "8%" in f.message and f.evidence["noise_rate"] == 0.08
+    quiet = {**facts, "noise": {"checked": 500, "suspects": 10, "rate": 0.02}}
+    assert D.mislabeled(ev(curve([1, 0.9, 0.8], train_accuracy=[0.5, 0.6, 0.7]), facts=quiet)) == []
+
+
+def test_label_noise_estimate_needs_the_neighbours_to_agree():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(100, 2, generator=g) - 3, torch.randn(100, 2, generator=g) + 3])
+    y = torch.cat([torch.zeros(100), torch.ones(100)]).long()
+    y_noisy = y.clone()
+    y_noisy[:10] = 1                                  # 10 of 200 labels wrong (5%)
+    model = torch.stack([1 - y.float(), y.float()], 1) * 0.9 + 0.05     # a model that learned the truth
+    est = label_noise(model, x, y_noisy)
+    assert est["suspects"] == 10 and est["rate"] == pytest.approx(0.05)
+    # a model wrong on rows whose neighbours agree with their label (underfitting) is not noise
+    wrong = torch.stack([y.float(), 1 - y.float()], 1) * 0.9 + 0.05
+    assert label_noise(wrong, x, y)["suspects"] == 0
+
+
+def test_calibration_ece_against_a_hand_computed_value():
+    import torch
+
+    # 4 rows at confidence 0.9, 2 right -> |0.5 - 0.9| = 0.4, weight 1 -> ECE 0.4
+    probs = torch.tensor([[0.9, 0.1]] * 4)
+    y = torch.tensor([0, 0, 1, 1])
+    cal = calibration(probs, y)
+    assert cal["ece"] == pytest.approx(0.4) and cal["confidence"] == pytest.approx(0.9)
+    assert cal["accuracy"] == 0.5
+
+
+def test_overconfidence_only_for_a_model_that_learned():
+    facts = {"calibration": {"ece": 0.15, "confidence": 0.97, "accuracy": 0.82, "rows": 200},
+             "baseline": {"metric": "accuracy", "val": 0.85}}
+    (f,) = D.overconfidence(ev(facts=facts, metrics={"task": "binary", "loss": "cross_entropy"}))
+    assert f.overrides == {"loss.label_smoothing": 0.1}
+    near_chance = {**facts, "calibration": {"ece": 0.3, "confidence": 0.8, "accuracy": 0.5, "rows": 200}}
+    assert D.overconfidence(ev(facts=near_chance, metrics={"task": "binary"})) == []
+    calibrated = {**facts, "calibration": {"ece": 0.03, "confidence": 0.84, "accuracy": 0.82, "rows": 200}}
+    assert D.overconfidence(ev(facts=calibrated, metrics={"task": "binary"})) == []
+
+
+def test_unscaled_target_and_already_scaled_targets():
+    def run(std, mean, recipe=None):
+        return D.unscaled_target(ev(facts={"data": {"target": {"std": std, "abs_mean": mean}}},
+                                    metrics={"task": "regression"}, recipe=recipe))
+    assert [f.rule for f in run(1500.0, 4000.0)] == ["unscaled_target"]
+    assert run(1.0, 0.1) == [] and run(9.0, 5.0) == []
+    scaled = {**RECIPE, "data": {**RECIPE["data"], "target_normalize": True}}
+    assert run(1500.0, 4000.0, scaled) == []
+
+
+# ------------------------------------------------------------------------------------ causes first
+def test_causes_come_first_with_their_symptoms_under_them():
+    f = [Finding("loss_not_decreasing", "severe", "m", {}, "r"), Finding("vanishing_gradients", "severe", "m", {}, "r"),
+         Finding("identical_units", "severe", "m", {}, "r"), Finding("class_imbalance", "warning", "m", {}, "r"),
+         Finding("suspected_mislabeled", "info", "m", {}, "r")]
+    out = order_findings(f)
+    assert [x.rule for x in out] == ["identical_units", "vanishing_gradients", "loss_not_decreasing",
+                                     "class_imbalance", "suspected_mislabeled"]
+    assert [x.cause for x in out] == [None, "identical_units", "identical_units", None, None]
+
+
+def test_remedies_never_repeat_the_recipe_and_end_with_overrides():
+    # a run that already has He init and zero biases: dead units are blamed on the step size
+    probes = {"activations": [{"name": "act1"}],
+              "epochs": [{"epoch": 1, "activations": {"act1": {"dead": 0.9}}}]}
+    (f,) = D.dead_relus(ev(probes=probes))
+    assert "He" not in f.remedy and "init.weights" not in f.overrides
+    assert f.overrides == {"optimizer.lr": pytest.approx(1e-4)}
+    # an init with a negative constant bias: zero biases first
+    bad = {**RECIPE, "init": {**RECIPE["init"], "bias": "constant", "bias_value": -4.0}}
+    (g,) = D.dead_relus(ev(probes=probes, recipe=bad))
+    assert g.overrides == {"init.bias": "zeros"}
+    assert set_flags({"optimizer.lr": 3e-4, "init.weights": "kaiming_normal", "model.hidden": [64, 64],
+                      "stopping.enabled": True}) == ('--set optimizer.lr=0.0003 --set init.weights="kaiming_normal" '
+                                                     '--set model.hidden=[64, 64] --set stopping.enabled=true')
+
+
+def test_overfitting_with_early_stopping_restoring_the_best_epoch_is_a_note():
+    rows = curve([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1])
+    (f,) = D.overfitting(ev(rows))          # the default recipe stops early and restores the best epoch
+    assert f.severity == "info" and "stopping.enabled" not in f.overrides
+    off = {**RECIPE, "stopping": {**RECIPE["stopping"], "enabled": False, "restore_best": False}}
+    (g,) = D.overfitting(ev(rows, recipe=off))
+    assert g.severity == "warning" and g.overrides == {"stopping.enabled": True, "stopping.restore_best": True}
+    # the best epoch restored without early stopping: still a note, and regularization is proposed instead
+    kept = {**RECIPE, "stopping": {**RECIPE["stopping"], "enabled": False}}
+    (h,) = D.overfitting(ev(rows, recipe=kept))
+    assert h.severity == "info" and "stopping.enabled" not in h.overrides and "optimizer.weight_decay" in h.overrides
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_every_rule_is_quiet_on_a_healthy_run_evidence(rule):
+    """A curve that falls steadily, a model as good as its baseline, sound probes, clean data."""
+    probes = {"initial": {"loss": math.log(10)}, "weighted": [{"name": "fc1"}, {"name": "fc2"}, {"name": "head"}],
+              "activations": [{"name": "act1", "kind": "relu"}],
+              "epochs": [{"epoch": e, "activations": {"act1": {"dead": 0.05}},
+                          "weights": {n: {"out_grad_rms": 1e-3, "update_ratio": 2e-3, "row_spread": 0.9}
+                                      for n in ("fc1", "fc2", "head")},
+                          "train_eval": {"loss": 1 / e, "accuracy": 0.97}} for e in range(1, 7)]}
+    facts = {"scales": {"std_min": 0.5, "std_max": 1.5, "std_median": 1.0, "abs_mean_max": 0.1},
+             "leakage": {"test": 0}, "leakage_same_target": {"test": 0},
+             "data": {"rows": {"train": 600, "val": 200, "test": 200}, "class_counts": {"train": [60] * 10},
+                      "classes": list("0123456789")},
+             "baseline": {"metric": "accuracy", "val": 0.96}, "noise": {"checked": 600, "suspects": 2, "rate": 0.003},
+             "calibration": {"ece": 0.02, "confidence": 0.95, "accuracy": 0.95, "rows": 200}}
+    e = ev(curve([2.0, 1.0, 0.6, 0.4, 0.3, 0.25], [2.0, 1.1, 0.7, 0.5, 0.45, 0.44], val_accuracy=[0.5, 0.8, 0.9, 0.93,
+                                                                                              0.95, 0.95]),
+           probes, facts, {"task": "multiclass", "loss": "cross_entropy", "classes": list("0123456789")})
+    assert RULES[rule](e) == []
