@@ -109,3 +109,14 @@ def test_regression_refuses_classes_keys():
         tw.fit(out=False, quiet=True, **rows, **{"train.sampler": "balanced"})
     with pytest.raises(RecipeError, match="loss.class_weight: got 'balanced', but the task is regression"):
         tw.fit(out=False, quiet=True, **rows, **{"loss.class_weight": "balanced"})
+
+
+def test_the_doctors_imbalance_remedy_names_the_keys():
+    x, y = _rare_positive(0, n=400, share=0.1)
+    run = tw.fit(out=False, quiet=True, data=(x, y), **{"train.epochs": 1, "watch.report": False})
+    finding = next(f for f in run.extras["findings"] if f.rule == "class_imbalance")
+    assert 'loss.class_weight = "balanced"' in finding.remedy and 'train.sampler = "balanced"' in finding.remedy
+    assert finding.overrides == {"loss.class_weight": "balanced"}        # what `doctor --try` runs
+    quiet = tw.fit(out=False, quiet=True, **{"data.source": "moons", "data.n_samples": 200, "train.epochs": 1,
+                                            "watch.report": False})
+    assert not any(f.rule == "class_imbalance" for f in quiet.extras["findings"])
