@@ -21,6 +21,7 @@ history demands; `build` itself only draws from the streams it is given (init, s
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +32,20 @@ from torch import nn
 
 from .callbacks import EarlyStopping
 from .callbacks.nonfinite import NonFiniteGuard
+from .data import target
 from .data.augment import build_augmenter
 from .errors import DataError, RecipeError
 from .finetune import finetune
 from .init import init_model_
-from .losses import LogSoftmaxHead, build_loss, l1_penalty, l2_penalty, output_size, resolve_kind
+from .losses import (
+    LogSoftmaxHead,
+    build_loss,
+    class_weights,
+    l1_penalty,
+    l2_penalty,
+    output_size,
+    resolve_kind,
+)
 from .metrics import metric_names
 from .models import build_model
 from .optim import apply_decoupled_decay, build_optimizer, split_parameters
@@ -54,6 +64,7 @@ class Settings:
     accumulate: int
     drop_last: bool
     eval_batch_size: int
+    sampler: str                      # "shuffle", or "balanced": rows drawn with replacement, classes equally likely
     monitor: str                      # the best epoch's (and early stopping's) history column
     plateau_monitor: str | None       # reduce_on_plateau's column, when that schedule is used
     restore_best: bool
@@ -95,10 +106,11 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
     ds = prepared.dataset
     train = prepared.train if train is None else train
     check_monitors(recipe, ds.task)
+    check_sampler(recipe, ds.task)
     check_batch_size(recipe, len(train))
     try:
         net, loss_kind = build_network(recipe, ds, model)
-        loss_fn = build_loss(recipe.loss, ds.task)
+        loss_fn = build_run_loss(recipe, prepared, net)
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
@@ -127,7 +139,7 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
 def settings(recipe) -> Settings:
     t, s, c = recipe.train, recipe.stopping, recipe.checkpoint
     return Settings(epochs=t.epochs, batch_size=t.batch_size, accumulate=t.accumulate, drop_last=t.drop_last,
-                    eval_batch_size=t.eval_batch_size, monitor=s.monitor,
+                    eval_batch_size=t.eval_batch_size, sampler=t.sampler, monitor=s.monitor,
                     plateau_monitor=recipe.schedule.monitor if recipe.schedule.kind == "reduce_on_plateau"
                     else None, restore_best=s.restore_best, save_best=c.best, save_last=c.last,
                     every_steps=c.every_steps, every_minutes=c.every_minutes, record=recipe.to_dict())
@@ -135,14 +147,31 @@ def settings(recipe) -> Settings:
 
 # ------------------------------------------------------------------------------ the network
 def build_network(recipe, ds, model: nn.Module | None = None) -> tuple[nn.Module, str]:
-    """The recipe's model, sized for the data and initialized; or the user's own module."""
+    """The recipe's model, sized for the data and initialized; or the user's own module. A regression
+    run's network ends in its target scaling (outputs in the target's units)."""
     kind = resolve_kind(recipe.loss.kind, ds.task)
+    custom = model is not None
     if model is None:
         model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
         init_model_(model, recipe.init, stream(recipe.seed, "init"))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
+    if ds.target_scale is not None:
+        model = target.attach(model, copy.deepcopy(ds.target_scale), custom)
     return model, kind
+
+
+def build_run_loss(recipe, prepared, net: nn.Module):
+    """The recipe's loss, with its class weights counted on the training split; for a network with
+    target scaling, computed in the scaled space."""
+    ds, spec = prepared.dataset, recipe.loss.class_weight
+    weight = None
+    if spec != "none":
+        if ds.task == "regression":
+            raise ValueError(f"loss.class_weight: got {spec!r}, but the task is regression; class weights apply "
+                             "to classification losses, use \"none\"")
+        weight = class_weights(spec, prepared.train.y, ds.n_classes)
+    return target.scaled_loss(build_loss(recipe.loss, ds.task, weight), target.find(net))
 
 
 def check_forward(net: nn.Module, train) -> None:
@@ -173,9 +202,15 @@ def check_batch_size(recipe, train_rows: int) -> None:
                            "(one full batch per epoch) or give more data"])
 
 
+def check_sampler(recipe, task: str) -> None:
+    if recipe.train.sampler == "balanced" and task == "regression":
+        raise RecipeError(["train.sampler: got 'balanced', but the task is regression; it balances classes, "
+                           "use \"shuffle\""])
+
+
 def check_monitors(recipe, task: str) -> None:
     cols = ["train_loss", "val_loss", "lr", "grad_norm"]
-    cols += [f"{p}_{m}" for p in ("train", "val") for m in metric_names(task)]
+    cols += [f"train_{m}" for m in metric_names(task)] + [f"val_{m}" for m in metric_names(task, probabilities=True)]
     problems = []
     for key, monitor in (("stopping.monitor", recipe.stopping.monitor),
                          ("schedule.monitor", getattr(recipe.schedule, "monitor", None))):

@@ -121,7 +121,10 @@ class Trainer:
         """This epoch's row order (batch b is rows [b * batch_size, (b + 1) * batch_size))."""
         n = len(self.train_data)
         bs = self.settings.batch_size
-        perm = torch.randperm(n, generator=self.setup.shuffle).to(self.device)
+        if self.settings.sampler == "balanced":
+            perm = balanced_rows(self.train_data.y, self.setup.shuffle).to(self.device)
+        else:
+            perm = torch.randperm(n, generator=self.setup.shuffle).to(self.device)
         if self.settings.drop_last:
             perm = perm[: self.batches_per_epoch * bs]
         elif self._has_batchnorm and n % bs == 1 and n > 1:
@@ -220,7 +223,8 @@ class Trainer:
         out = torch.cat(outs)
         result = {"loss": float(self.loss_fn(out, data.y))}
         if math.isfinite(result["loss"]) and bool(torch.isfinite(out).all()):
-            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y))
+            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y,
+                                    M.probabilities(out, self.task, self.setup.loss_kind)))
         return result
 
     # ------------------------------------------------------------------------------ the run
@@ -383,6 +387,14 @@ class Trainer:
                                        "value": self.monitor.best}, BEST)
         if files:
             ckpt.write_files(self.run_dir / CHECKPOINTS, files)
+
+
+def balanced_rows(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """train.sampler = "balanced": len(labels) row indices drawn with replacement, row i with probability
+    proportional to 1 / count(class of i), so that every class present is equally likely."""
+    y = labels.long().cpu()
+    counts = torch.bincount(y).double()
+    return torch.multinomial((1.0 / counts)[y], len(y), replacement=True, generator=generator)
 
 
 def _monitored(row: dict[str, Any], key: str, field_name: str) -> float:

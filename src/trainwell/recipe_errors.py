@@ -12,7 +12,9 @@ from pydantic import BaseModel, ValidationError
 from .errors import RecipeError
 
 # Direction of the metrics trainwell itself logs; any other monitor needs an explicit mode.
-KNOWN_DIRECTIONS = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "f1": "max", "r2": "max"}
+KNOWN_DIRECTIONS = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "f1": "max", "r2": "max",
+                    "balanced_accuracy": "max", "precision_pos": "max", "recall_pos": "max", "auroc_pos": "max",
+                    "nll": "min", "ece": "min"}
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
