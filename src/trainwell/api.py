@@ -236,6 +236,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
     net = _conclude(finisher, trainer, seen, metrics, run_dir, saved) if finisher is not None else trainer.model
+    calibration = _calibration(net, seen, ds.task, setup.loss_kind, recipe.train.eval_batch_size)
+    if calibration is not None:
+        metrics["calibration"] = calibration
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
