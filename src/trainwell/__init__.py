@@ -9,7 +9,9 @@
 Names are imported on first use, so `trainwell recipe` or `--help` do not pay for torch.
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -42,3 +44,17 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+class _Package(ModuleType):
+    """`import trainwell.search.<module>` binds the subpackage to the attribute `search` of this
+    package; the public name `trainwell.search` is the search function, so that binding is skipped
+    (the subpackage stays importable by its dotted name through sys.modules)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -67,8 +67,8 @@ def _fit(args: argparse.Namespace) -> int:
     if args.find_lr:
         from .labs.lr_range import find_lr
 
-        lr, test, record = find_lr(recipe, args.find_lr)
-        print(f"LR range test: optimizer.lr = {lr:.3g} ({args.find_lr} rule; {test.stop_reason}; "
+        lr, test, record, rule = find_lr(recipe, args.find_lr)
+        print(f"LR range test: optimizer.lr = {lr:.3g} ({rule} rule; {test.stop_reason}; "
               "recorded in lr_find.json)")
         recipe, callbacks = recipe.replace(**{"optimizer.lr": lr}), [record]
     fit(recipe, out=args.out, quiet=args.quiet, force=args.force, callbacks=callbacks)
@@ -208,6 +208,7 @@ def _lab_parser(name: str) -> argparse.ArgumentParser:
     g = p.add_argument_group(f"parameters of lab {name} (also --set NAME=VALUE)")
     for key, param in params_of(name).items():
         default = param.default if not isinstance(param.default, list) else ",".join(map(str, param.default))
+        default = "see above" if default in ("", []) else default
         quick = "" if param.quick is None else f"; --quick: {param.quick}"
         g.add_argument(f"--{key}", dest=key, metavar=key.upper().replace("-", "_"),
                        help=f"{param.help} ({param.describe()}; default {default}{quick})")
@@ -278,9 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose the epoch count on validation (test locked), retrain on train+validation, "
                         "evaluate the test split once")
 
-    f.add_argument("--find-lr", nargs="?", const="valley", choices=("valley", "steepest", "min/10"), metavar="RULE",
-                   help="run the LR range test first and train with its suggestion (rule: valley (default), "
-                        "steepest, min/10); recorded in RUN_DIR/lr_find.json and lr_find.png")
+    f.add_argument("--find-lr", nargs="?", const="auto", choices=("auto", "steepest", "valley", "min/10", "min"),
+                   metavar="RULE",
+                   help="run the LR range test first and train with its suggestion (rule: auto (default: steepest "
+                        "for plain SGD, min for momentum and adaptive optimizers), steepest, valley, min/10, min); "
+                        "recorded in RUN_DIR/lr_find.json and lr_find.png")
 
     se = sub.add_parser("search", help="hyperparameter search over the recipe's [search] space, then retrain "
                         "the best on train+validation and test once")

@@ -4,7 +4,9 @@ Tensors are matched by name and shape. Those that differ (typically the head, wh
 count changes) keep this run's fresh initialization and are listed, as are names found on one
 side only. `init.freeze` then fixes named layers, or the first k weighted layers with whatever
 follows them up to the next weighted layer (their norm, activation, pooling). A frozen batch
-norm also stops updating its running statistics (momentum 0), so it keeps the pre-trained ones.
+norm also stops tracking its running statistics (`track_running_stats = False`), so it keeps the
+pre-trained ones bit for bit through training and every finisher (SWA's batch-norm pass included),
+and uses them in evaluation.
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ def freeze(model: nn.Module, names: list[str]) -> None:
             for p in m.parameters(recurse=False):
                 p.requires_grad_(False)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                # Training still normalizes with the batch's statistics, but nothing updates the running
+                # ones (nor the batch counter), and SWA's update_bn, which resets and recomputes the
+                # statistics of every tracking batch norm, leaves this one alone.
+                m.track_running_stats = False
                 m.momentum = 0.0
 
 

@@ -215,14 +215,15 @@ class LRFind:
                 f"rule)</caption>{rows}</table><img src='data:image/png;base64,{img}'>")
 
 
-def lr_find(recipe: Any = None, *, rule: str = "valley", steps: int | None = None, **overrides: Any) -> LRFind:
+def lr_find(recipe: Any = None, *, rule: str = "auto", steps: int | None = None, **overrides: Any) -> LRFind:
     """The LR range test on `recipe` (a path, a dict, a Recipe or None for the built-in one) with dotted
-    overrides as keywords (`**{"optimizer.kind": "sgd"}`): the three rules' suggestions and the figure."""
-    from .labs.lr_range import RULES, STEPS, figure, range_test
+    overrides as keywords (`**{"optimizer.kind": "sgd"}`): the rules' suggestions and the figure; `lr` is
+    the suggestion of `rule` (auto: the optimizer family's default, as `fit --find-lr`)."""
+    from .labs.lr_range import RULES, STEPS, default_rule, figure, range_test
     from .recipe import Recipe, load_recipe
 
-    if rule not in RULES:
-        raise TrainwellError(f"lr_find: rule got {rule!r}, expected one of {', '.join(RULES)}")
+    if rule not in (*RULES, "auto"):
+        raise TrainwellError(f"lr_find: rule got {rule!r}, expected auto or one of {', '.join(RULES)}")
     if isinstance(recipe, Recipe):
         r = recipe.replace(**overrides) if overrides else recipe
     elif isinstance(recipe, dict):
@@ -230,4 +231,5 @@ def lr_find(recipe: Any = None, *, rule: str = "valley", steps: int | None = Non
     else:
         r = load_recipe(recipe, overrides)
     test = range_test(r, steps=steps or STEPS)
+    rule = default_rule(r.optimizer) if rule == "auto" else rule
     return LRFind(test, rule, figure({r.seed: test}, r.seed))

@@ -1,5 +1,6 @@
 """`trainwell predict RUN_DIR DATA`: the run's model on new rows: the ensemble of its members or
-snapshots when it kept them, its averaged weights when SWA/EMA ran, else the best checkpoint.
+snapshots when it kept them, its averaged weights when SWA/EMA ran, else the best epoch's weights
+(the last epoch's with `stopping.restore_best = false`): always the model `fit` returned and scored.
 
 New rows are encoded exactly like the training rows (data.json: feature columns, one-hot
 levels, input shape), then imputed and normalized with the statistics saved in the checkpoint
@@ -30,11 +31,13 @@ from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, DATA_SCHEMA, RECIPE
 
 
-def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(model weights, saved data statistics) of the averaged weights (SWA/EMA) when the run kept them,
-    else of the best checkpoint, else of the last one."""
-    for name, prefix in (("averaged.safetensors", "model"), ("best.safetensors", "model"), ("last.safetensors", "best"),
-                         ("last.safetensors", "model")):
+def _checkpoint(run_dir: Path, restore_best: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(model weights, saved data statistics) of the weights the run ended with, the ones its metrics are
+    about: the averaged weights (SWA/EMA) when the run kept them; else, with `stopping.restore_best`, the
+    best epoch's (best checkpoint, or the best weights held in the last one); else the last epoch's."""
+    best = [("best.safetensors", "model"), ("last.safetensors", "best")]
+    last = [("last.safetensors", "model")]
+    for name, prefix in [("averaged.safetensors", "model"), *(best + last if restore_best else last + best)]:
         path = run_dir / CHECKPOINTS / name
         if path.is_file():
             tensors, _ = load_checkpoint(path)
@@ -60,7 +63,7 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.T
         models = [_network(recipe, schema, unprefixed("model", t)) for t in loaded]
         model, tensors = Ensemble(models, combine_rule(schema["loss"], schema["task"])), loaded[0]
     else:
-        weights, tensors = _checkpoint(run_dir)
+        weights, tensors = _checkpoint(run_dir, recipe.stopping.restore_best)
         model = _network(recipe, schema, weights)
     model.eval()
     normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)

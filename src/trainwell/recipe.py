@@ -275,7 +275,9 @@ Optimizer = Annotated[Union[SGDSection, AdagradSection, RMSpropSection, Adadelta
 class _Sched(Section):
     warmup_epochs: float = _field(0.0, "Linear warmup length in epochs (fractions allowed), before the schedule.",
                                   ge=0)
-    warmup_start_factor: float = _field(0.01, "LR factor at the first warmup step.", gt=0, le=1)
+    warmup_start_factor: float = _field(0.01, "LR factor at the first warmup step, relative to the LR the "
+                                        "schedule starts from (max_lr / div_factor for one_cycle, else "
+                                        "optimizer.lr).", gt=0, le=1)
 
 
 class ConstantSchedule(_Sched):

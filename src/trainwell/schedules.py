@@ -4,8 +4,10 @@
 used for optimizer step `step` (0-based). Nothing is hidden in a counter: resuming restores one
 integer. Units: step / multistep / exponential decay per *epoch* (piecewise constant within an
 epoch, like stepping torch's schedulers once per epoch); cosine, cosine_restarts (cycle lengths
-counted in epochs), polynomial and one_cycle change every *step*. A linear warmup of `warmup_epochs` runs first, then the schedule starts from its
-own step 0 over the remaining steps.
+counted in epochs), polynomial and one_cycle change every *step*. A linear warmup of `warmup_epochs` runs first, from
+`warmup_start_factor` times the schedule's starting value up to that value (as torch's
+SequentialLR([LinearLR, schedule]) does), then the schedule starts from its own step 0 over the
+remaining steps.
 
 reduce_on_plateau depends on validation results, so it is a small stateful object (`Plateau`)
 whose scale multiplies the factor.
@@ -86,10 +88,13 @@ def warmup_steps(section, steps_per_epoch: int) -> int:
 def lr_factor(section, step: int, steps_per_epoch: int, total_steps: int, base_lr: float = 1.0) -> float:
     """Multiplier of the base LR at optimizer step `step` (0-based)."""
     w = warmup_steps(section, steps_per_epoch)
+    rest = max(total_steps - w, 1)
     if step < w:
+        # Ramps up to where the schedule starts (1 for most; max_lr / div_factor for one_cycle), like
+        # torch's SequentialLR([LinearLR, schedule]), so the LR never jumps when the warmup ends.
         f0 = section.warmup_start_factor
-        return f0 + (1.0 - f0) * step / w
-    return _main_factor(section, step - w, steps_per_epoch, max(total_steps - w, 1), base_lr)
+        return (f0 + (1.0 - f0) * step / w) * _main_factor(section, 0, steps_per_epoch, rest, base_lr)
+    return _main_factor(section, step - w, steps_per_epoch, rest, base_lr)
 
 
 class Plateau:

@@ -6,11 +6,16 @@ split runs out). While running, the batch loss is smoothed by a bias-corrected e
 average and the test stops when that exceeds DIVERGE × its best value or turns non-finite. The
 exponential average lags behind the growing LR (by ~1/(1-BETA) steps, a good part of a decade),
 so the curve that is drawn and read is a centred moving average of the batch losses instead.
-Three rules read a learning rate off it, each within the part before the stop:
+Four rules read a learning rate off it, each within the part before the stop:
 
     steepest   where the smoothed loss falls fastest per decade of LR
     valley     2/3 of the way (in log LR) along the longest stretch over which the loss keeps falling
     min/10     a tenth of the LR at the lowest smoothed loss
+    min        the LR at the lowest smoothed loss
+
+`fit --find-lr` uses the rule measured to land nearest the best constant rate for the optimizer
+family (`default_rule`; benchmarks/lr_rules.py, docs/conformance.md): steepest for plain SGD, min
+for SGD with momentum and the adaptive methods.
 
 Everything is seeded by the recipe's seed (initialization, batch order, dropout) and the global
 RNG state is left as it was, so a run that follows (`fit --find-lr`) is the same as without it.
@@ -31,7 +36,7 @@ from ..recipe import Recipe, load_recipe
 from ..seeding import stream
 from .page import Figure, LabResult, png
 
-RULES = ("steepest", "valley", "min/10")
+RULES = ("steepest", "valley", "min/10", "min")
 START_LR, END_LR, STEPS, QUICK_STEPS, BETA, DIVERGE, WINDOW = 1e-6, 10.0, 150, 80, 0.9, 4.0, 9
 SKIP_START = 5          # the first smoothed points still carry the initialization's noise
 
@@ -143,9 +148,21 @@ def suggest(lrs: np.ndarray, smooth: np.ndarray) -> dict[str, float]:
     slope = np.gradient(smooth, log_lr)
     first, last = _longest_fall(smooth[lo:])
     valley = lo + first + (2 * (last - first)) // 3
+    lowest = float(lrs[lo + int(np.argmin(smooth[lo:]))])
     return {"steepest": float(lrs[lo + int(np.argmin(slope[lo:]))]),
             "valley": float(lrs[valley]),
-            "min/10": float(lrs[lo + int(np.argmin(smooth[lo:]))] / 10)}
+            "min/10": lowest / 10,
+            "min": lowest}
+
+
+def default_rule(optimizer) -> str:
+    """The rule `fit --find-lr` uses for an optimizer section. Measured (benchmarks/lr_rules.py: digits
+    and spirals, 2 seeds, against the best of 16 constant rates): for plain SGD `steepest` landed
+    within 3x of the best rate most often, for SGD with momentum and Adam `min` did; valley and min/10
+    sat 5-500x below it. The adaptive methods not measured (AdaGrad, RMSprop, Adadelta) take Adam's."""
+    if optimizer.kind == "sgd" and optimizer.momentum == 0:
+        return "steepest"
+    return "min"
 
 
 def figure(tests: dict[int, RangeTest], main_seed: int) -> bytes:
@@ -158,7 +175,7 @@ def figure(tests: dict[int, RangeTest], main_seed: int) -> bytes:
     ax.plot(main.lrs, main.smooth, color="#1f77b4", lw=2, label=f"smoothed loss (seed {main_seed})")
     if len(tests) > 1:
         ax.plot([], [], color="#999", lw=0.8, label="smoothed loss, other seeds")
-    for (rule, lr), colour in zip(main.suggestions.items(), ("#d62728", "#2ca02c", "#9467bd")):
+    for (rule, lr), colour in zip(main.suggestions.items(), ("#d62728", "#2ca02c", "#9467bd", "#ff7f0e")):
         ax.axvline(lr, color=colour, ls="--", lw=1.2, label=f"{rule}: {lr:.2g}")
     if main.diverged_lr:
         ax.axvline(main.diverged_lr, color="black", ls=":", lw=1, label=f"stopped (diverging) at {main.diverged_lr:.2g}")
@@ -231,11 +248,14 @@ def write_record(test: RangeTest, rule: str, run_dir: Path) -> None:
     atomic_write_bytes(run_dir / "lr_find.png", figure({0: test}, 0))
 
 
-def find_lr(recipe: Recipe, rule: str = "valley"):
-    """For `fit --find-lr`: (suggested lr, a loop callback that records the test in the run folder)."""
+def find_lr(recipe: Recipe, rule: str = "auto"):
+    """For `fit --find-lr`: (suggested lr, the test, a loop callback that records the test in the run
+    folder, the rule used). `auto`: the optimizer family's default rule."""
     from ..errors import TrainwellError
     from ..loop import Callback
 
+    if rule == "auto":
+        rule = default_rule(recipe.optimizer)
     test = range_test(recipe)
     if rule not in test.suggestions:
         raise TrainwellError(f"--find-lr: the range test stopped after {len(test.lrs)} steps ({test.stop_reason}), "
@@ -246,4 +266,4 @@ def find_lr(recipe: Recipe, rule: str = "valley"):
             if trainer.run_dir is not None:
                 write_record(test, rule, Path(trainer.run_dir))
 
-    return test.suggestions[rule], test, RecordRangeTest()
+    return test.suggestions[rule], test, RecordRangeTest(), rule

@@ -23,7 +23,7 @@ from typing import Any
 from ..recipe import Recipe
 from ..rundir import METRICS, RECIPE, atomic_write_text, create_run_dir, write_json
 from .protocol import FINAL, check_protocol, retrain_and_test
-from .study import TRIALS, counts, open_storage, open_study, rescue, storage_url, work, worker_name
+from .study import TRIALS, counts, open_storage, open_study, requeue, rescue, storage_url, work, worker_name
 
 
 def search(recipe: Recipe, *, trials: int | None = None, jobs: int = 1, storage: str | None = None,
@@ -47,7 +47,7 @@ def search(recipe: Recipe, *, trials: int | None = None, jobs: int = 1, storage:
     store = open_storage(url, recipe.search)
     study, created = open_study(store, name, recipe, trials)
     if storage is None and not created:
-        rescue(study, None)      # a search resumed in its folder: its old workers are gone
+        requeue(study)           # a search resumed in its folder: its old workers are gone
     tic = time.perf_counter()
     if jobs == 1:
         work(study, store, recipe, study_dir, quiet)

@@ -4,7 +4,8 @@
   key), so a study draws the same values whichever worker runs which trial.
 - grid: every combination of `grid_points` values per range, queued in the study in a seeded
   shuffled order (`grid_plan`); a budget smaller than the grid runs a random part of it.
-- tpe: Optuna's TPESampler (constant liar, so parallel workers do not all pick the same point).
+- tpe: Optuna's TPESampler (constant liar, so parallel workers do not all pick the same point), its
+  draws seeded per (seed, trial number, key) like random's.
 - tighten: rounds of random trials; round r draws each numeric key from the span of the best
   `keep` completed trials of round r-1 (widened by `margin`, in log space for log ranges) and
   each choice among the values those trials used. With one round it is random search.
@@ -162,10 +163,26 @@ def tighten(dist: BaseDistribution, best: Sequence[Any], margin: float) -> BaseD
     return FloatDistribution(new_lo, new_hi, log=log, step=dist.step)
 
 
+class SeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random draws for a trial's key are seeded by (seed, trial number, key), not by one
+    generator consumed trial after trial: a search stopped and rerun (a fresh sampler) draws what the
+    uninterrupted one did. What TPE learns from the earlier trials is in the study either way."""
+
+    def __init__(self, *, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._trial_seed_base = seed
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, name: str,
+                           dist: BaseDistribution) -> Any:
+        s = _trial_seed(self._trial_seed_base, trial.number, name)
+        self._rng.rng.seed(s)
+        self._random_sampler._rng.rng.seed(s)
+        return super().sample_independent(study, trial, name, dist)
+
+
 def make_sampler(search: SearchSection, seed: int, trials: int, worker: int = 0) -> BaseSampler:
     """The study's sampler for `search.strategy` (grid trials are queued with fixed values instead)."""
     if search.strategy == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=search.tpe_startup, constant_liar=True,
-                                          seed=seed * 1000 + worker)
+        return SeededTPE(n_startup_trials=search.tpe_startup, constant_liar=True, seed=seed * 1000 + worker)
     rounds = search.rounds if search.strategy == "tighten" else 1
     return TightenSampler(trials=trials, rounds=rounds, keep=search.keep, margin=search.margin, seed=seed)

@@ -6,7 +6,9 @@ RUNNING, which the storage does atomically (two workers cannot take the same tri
 `fit` in `trials/NNNN/`, and tells the result. Because nothing is created beyond the queue, the
 study completes exactly the requested number of trials however many workers join. A trial whose
 worker dies is failed and queued again with the same values: by Optuna's heartbeat on database
-storages, by the parent process for its own local workers (`rescue`).
+storages, by the parent process for its own local workers (`rescue`). A search rerun in its folder
+after being stopped puts its interrupted trials back in the queue as they were (`requeue`), so it
+ends as the uninterrupted search would have.
 """
 
 from __future__ import annotations
@@ -273,6 +275,25 @@ def describe(trial, state: TrialState, value: float | None) -> str:
 
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else (v if isinstance(v, str) else json.dumps(v))
+
+
+def requeue(study: optuna.Study) -> list[int]:
+    """A search resumed in its folder (all its old workers gone): every RUNNING trial goes back to
+    WAITING as it is: same number, same values, what it already reported kept. A trial is a seeded,
+    deterministic run, so running it again reports the same values, and the study goes on exactly as
+    if it had never stopped: a strategy that reads earlier trials (tighten's rounds, TPE) or a pruner
+    that compares them (rungs, brackets by trial number) sees the same study as an uninterrupted run."""
+    storage = _live(study)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    queued = []
+    for t in storage.get_all_trials(study_id, states=(TrialState.RUNNING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.WAITING):
+                queued.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    return queued
 
 
 def rescue(study: optuna.Study, worker: str | None) -> list[int]:
