@@ -79,9 +79,12 @@ def test_train_test_duplicates_warned_with_count():
 def test_class_imbalance_warned_with_ratios():
     x, y = blobs(n=200)
     y = np.where(np.arange(200) < 180, 0, 1)
-    found, _ = fit_warnings(x, y)
-    assert ("class imbalance: the largest class has 9.0x the rows of the smallest (0: 180 (90.0%), 1: 20 "
-            "(10.0%)); watch f1 rather than accuracy") in found
+    found, run = fit_warnings(x, y)
+    n0, n1 = np.bincount(y[run.extras["data"].indices["train"]])       # the training split's counts
+    assert (n0, n1) == (108, 12)
+    assert (f"class imbalance in the training split: the largest class has {n0 / n1:.1f}x the rows of the smallest "
+            f"(0: {n0} (90.0%), 1: {n1} (10.0%)); judge by f1 (macro) and balanced_accuracy rather than accuracy, "
+            "and consider loss.class_weight = \"balanced\" or train.sampler = \"balanced\"") in found
 
 
 def test_class_absent_from_a_split():

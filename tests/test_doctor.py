@@ -156,7 +156,7 @@ def test_overfit_one_batch_verdicts(tmp_path, capsys):
     assert not bad.passed and bad.final_loss > 0.5 * bad.initial_loss
     recipe = tmp_path / "r.toml"
     recipe.write_text("[optimizer]\nlr = 1e-6\n")
-    assert main(["doctor", "--overfit-batch", str(recipe), "--steps", "50"]) == 0
+    assert main(["doctor", "--overfit-batch", str(recipe), "--steps", "50"]) == 1      # a failed check exits 1
     assert "overfit one batch: FAILED" in capsys.readouterr().out
 
 

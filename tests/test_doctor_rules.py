@@ -184,10 +184,13 @@ def test_unscaled_target_and_already_scaled_targets():
     def run(std, mean, recipe=None):
         return D.unscaled_target(ev(facts={"data": {"target": {"std": std, "abs_mean": mean}}},
                                     metrics={"task": "regression"}, recipe=recipe))
-    assert [f.rule for f in run(1500.0, 4000.0)] == ["unscaled_target"]
-    assert run(1.0, 0.1) == [] and run(9.0, 5.0) == []
-    scaled = {**RECIPE, "data": {**RECIPE["data"], "target_normalize": True}}
-    assert run(1500.0, 4000.0, scaled) == []
+    unscaled = {**RECIPE, "data": {**RECIPE["data"], "target_normalize": "none"}}
+    (f,) = run(1500.0, 4000.0, unscaled)
+    assert f.rule == "unscaled_target" and f.overrides == {"data.target_normalize": "standard"}
+    assert run(1.0, 0.1, unscaled) == [] and run(9.0, 5.0, unscaled) == []
+    for setting in ("auto", "standard", "minmax"):        # auto: standard for regression, the default
+        scaled = {**RECIPE, "data": {**RECIPE["data"], "target_normalize": setting}}
+        assert run(1500.0, 4000.0, scaled) == []
 
 
 # ------------------------------------------------------------------------------------ causes first

@@ -38,7 +38,7 @@ def test_run_folder_contents(default_run):
     assert {"best.safetensors", "last.safetensors"} <= {p.name for p in (run.path / "checkpoints").iterdir()}
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert set(metrics) >= {"test", "val", "best_epoch", "stopped_epoch", "stop_reason", "seed"}
-    assert set(metrics["test"]) == {"loss", "accuracy", "f1"}
+    assert set(metrics["test"]) == {"loss", "accuracy", "f1", "balanced_accuracy", "nll", "ece"}   # multiclass
     rows = read_history(run.path / "history.csv")
     assert list(rows[0])[:6] == ["epoch", "train_loss", "val_loss", "lr", "grad_norm", "seconds"]
     assert {"train_accuracy", "train_f1", "val_accuracy", "val_f1"} <= set(rows[0])

@@ -33,7 +33,7 @@ def test_cli_fit_shapes_cnn_then_predict(tmp_path):
                  "--quiet"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"loss", "accuracy", "f1"}
+    assert set(metrics["test"]) == {"loss", "accuracy", "f1", "balanced_accuracy", "nll", "ece"}   # multiclass
     assert json.loads((out / "data.json").read_text())["input_shape"] == [3, 8, 8]
     assert "train_accuracy" in (out / "history.csv").read_text()   # hard labels, even with mixup
     x = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)

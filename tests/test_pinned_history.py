@@ -56,7 +56,7 @@ def test_a_recipe_and_seed_give_the_pinned_history(name):
     history = [{k: v for k, v in row.items() if k != "seconds"} for row in run.history]
     rows, test = PINNED[name]
     assert len(history) == len(rows)
-    for got, want in zip(history, rows):
-        assert got == want, f"epoch {want['epoch']}: " + ", ".join(
+    for got, want in zip(history, rows):       # columns added later (new metrics) are not pinned
+        assert {k: got.get(k) for k in want} == want, f"epoch {want['epoch']}: " + ", ".join(
             f"{k} {got.get(k)!r} != {v!r}" for k, v in want.items() if got.get(k) != v)
-    assert run.metrics["test"] == test
+    assert {k: run.metrics["test"].get(k) for k in test} == test

@@ -26,7 +26,7 @@ def test_report_is_self_contained(broken_run):
     # nothing fetched: no external src/href, no scripts, every image inline
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|ftp:)""", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6     # five figures and the reliability diagram
     for rule in ("identical_units", "dead_relus"):
         assert f'data-rule="{rule}"' in page
     assert 'init.weights = "zeros"' not in page and 'weights = &quot;zeros&quot;' in page   # recipe, escaped
@@ -53,7 +53,7 @@ def test_report_in_headless_chromium(broken_run, tmp_path):
         figures = page.evaluate("[...document.querySelectorAll('figure img')].map(i => [i.closest('figure').id, "
                                 "i.complete && i.naturalWidth > 100 && i.naturalHeight > 100])")
         assert dict(figures) == {"fig-curves": True, "fig-lr_grad": True, "fig-layer_grads": True,
-                                 "fig-activations": True, "fig-confusion": True}
+                                 "fig-activations": True, "fig-confusion": True, "fig-reliability": True}
         assert "test" in page.evaluate("document.body.innerText")
         shot = chromium.screenshot(page, tmp_path / "report.png")
         assert shot.stat().st_size > 10_000

@@ -6,6 +6,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import copy
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,18 +19,18 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import prefixed
-from .data import checks
+from .data import checks, target
 from .data.augment import build_augmenter
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
-from .data.split import Splits, make_splits
+from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
 from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .finetune import finetune
 from .init import init_model_
 from .loop import Callback, SplitTensors, Trainer
-from .losses import LogSoftmaxHead, build_loss, output_size, resolve_kind
+from .losses import LogSoftmaxHead, build_loss, class_weights, output_size, resolve_kind
 from .metrics import metric_names
 from .models import build_model
 from .notebook import RunViews
@@ -41,6 +42,7 @@ from .rundir import (
     METRICS,
     RECIPE,
     acquire_run_lock,
+    atomic_write_bytes,
     atomic_write_text,
     create_run_dir,
     history_csv,
@@ -73,6 +75,7 @@ class Prepared:
     indices: dict[str, np.ndarray]
     impute_values: torch.Tensor | None = None      # training-split column means (data.nonfinite = impute)
     warnings: list[str] = field(default_factory=list)
+    split_file: bytes = b""                        # splits.npz of the run folder (data/split.py)
 
 
 def pick_device(name: str) -> torch.device:
@@ -111,12 +114,18 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     checks.check_targets(ds.y, ds.task, where)
     needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
-    splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
+    sha256 = data_sha256(ds.x, ds.y)
+    if recipe.data.split_file is not None:
+        splits = read_split_file(recipe.data.split_file, len(ds.y), sha256)
+    else:
+        splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
+    split_file = splits_bytes(splits, len(ds.y), sha256)
     if recipe.data.train_on == "train+val":
         splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test)
     device = device or torch.device("cpu")
     x_all = torch.from_numpy(ds.x)
     y_all = torch.from_numpy(ds.y)
+    ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
     impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
     if impute_values is not None:
         x_all = checks.impute(x_all, impute_values)
@@ -138,18 +147,46 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
 
         test = LockedSplit(len(splits.test))
     return Prepared(ds, part(splits.train), part(splits.val), test, normalizer,
-                    {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found)
+                    {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found, split_file)
+
+
+def _fit_target_scale(recipe: Recipe, ds: Dataset, y_train: torch.Tensor):
+    """data.target_normalize fitted on the training targets (None when the run does not scale them)."""
+    asked = recipe.data.target_normalize
+    if ds.task != "regression":
+        if asked not in ("auto", "none"):
+            raise RecipeError([f"data.target_normalize: got {asked!r}, but the task is {ds.task}; it scales "
+                               "regression targets only, use \"auto\" or \"none\""])
+        return None
+    return target.fit_target_scale(target.resolve(asked, ds.task), y_train)
 
 
 def build_network(recipe: Recipe, ds: Dataset, model: nn.Module | None = None) -> tuple[nn.Module, str]:
-    """The recipe's model, sized for the data and initialized; or the user's own module."""
+    """The recipe's model, sized for the data and initialized; or the user's own module. A regression
+    run's network ends in its target scaling (outputs in the target's units)."""
     kind = resolve_kind(recipe.loss.kind, ds.task)
+    custom = model is not None
     if model is None:
         model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
         init_model_(model, recipe.init, stream(recipe.seed, "init"))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
+    if ds.target_scale is not None:
+        model = target.attach(model, copy.deepcopy(ds.target_scale), custom)
     return model, kind
+
+
+def build_run_loss(recipe: Recipe, prepared: Prepared, net: nn.Module):
+    """The recipe's loss, with its class weights counted on the training split; for a network with
+    target scaling, computed in the scaled space."""
+    ds, spec = prepared.dataset, recipe.loss.class_weight
+    weight = None
+    if spec != "none":
+        if ds.task == "regression":
+            raise ValueError(f"loss.class_weight: got {spec!r}, but the task is regression; class weights apply "
+                             "to classification losses, use \"none\"")
+        weight = class_weights(spec, prepared.train.y, ds.n_classes)
+    return target.scaled_loss(build_loss(recipe.loss, ds.task, weight), target.find(net))
 
 
 def check_batch_size(recipe: Recipe, train_rows: int) -> None:
@@ -165,9 +202,15 @@ def check_batch_size(recipe: Recipe, train_rows: int) -> None:
                            "(one full batch per epoch) or give more data"])
 
 
+def check_sampler(recipe: Recipe, task: str) -> None:
+    if recipe.train.sampler == "balanced" and task == "regression":
+        raise RecipeError(["train.sampler: got 'balanced', but the task is regression; it balances classes, "
+                           "use \"shuffle\""])
+
+
 def check_monitors(recipe: Recipe, task: str) -> None:
     cols = ["train_loss", "val_loss", "lr", "grad_norm"]
-    cols += [f"{p}_{m}" for p in ("train", "val") for m in metric_names(task)]
+    cols += [f"train_{m}" for m in metric_names(task)] + [f"val_{m}" for m in metric_names(task, probabilities=True)]
     problems = []
     for key, monitor in (("stopping.monitor", recipe.stopping.monitor),
                          ("schedule.monitor", getattr(recipe.schedule, "monitor", None))):
@@ -208,10 +251,11 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     check_monitors(recipe, ds.task)
+    check_sampler(recipe, ds.task)
     check_batch_size(recipe, len(prepared.train))
     try:
         net, loss_kind = build_network(recipe, ds, model)
-        loss_fn = build_loss(recipe.loss, ds.task)
+        loss_fn = build_run_loss(recipe, prepared, net)
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     tuned = finetune(net, recipe.init) if recipe.init.from_ is not None else None
@@ -230,6 +274,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, loss_kind))
+        atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
     checks.emit(prepared.warnings)
     if tuned is not None and not quiet:
         print(describe_finetune(tuned))
@@ -267,6 +312,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "device": str(device), "environment": environment(),
         "data_warnings": prepared.warnings,
     }
+    if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
+        metrics["target_normalize"] = ds.target_scale.kind
     # A locked run's later steps see no test split at all (not even its rows, for the leakage check).
     seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
         if lock_test else prepared
@@ -278,6 +325,9 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         metrics["nan_events"] = trainer.guard.events
     if finisher is not None:
         net = _conclude(finisher, trainer, seen, metrics, run_dir, saved)
+    calibration = _calibration(net, seen, ds.task, loss_kind, recipe.train.eval_batch_size)
+    if calibration is not None:
+        metrics["calibration"] = calibration
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -322,10 +372,30 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
     return final
 
 
+@torch.inference_mode()
+def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
+    """The returned model's reliability diagram on the test split (else validation), for the report."""
+    from .metrics import probabilities, reliability
+
+    split = "test" if prepared.test is not None else "val"
+    part = prepared.test if prepared.test is not None else prepared.val
+    if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
+        return None
+    was = model.training
+    model.eval()
+    out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)])
+    model.train(was)
+    probs = probabilities(out, task, loss_kind)
+    if probs is None or not bool(torch.isfinite(probs).all()):
+        return None
+    return {"split": split, **reliability(probs.cpu(), part.y.cpu())}
+
+
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
-            "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind}
+            "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind,
+            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None}
 
 
 def _check_forward(net: nn.Module, train: SplitTensors) -> None:
@@ -346,7 +416,9 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
     from rich.console import Console
 
     con = Console()
-    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    scaled = metrics.get("target_normalize")
+    test = "  ".join(f"{k}{f' ({scaled} targets)' if scaled and k == 'loss' else ''} {v:.4f}"
+                     for k, v in metrics["test"].items())
     con.print(f"stopped at epoch {metrics['stopped_epoch']} ({metrics['stop_reason']}), "
               f"best epoch {metrics['best_epoch']}")
     if test:

@@ -39,12 +39,13 @@ def run_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
 
 
 def transfer(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, list]:
-    """Copy every tensor of `source` whose name and shape match `model`'s; report the rest."""
+    """Copy every tensor of `source` whose name and shape match `model`'s; report the rest. The target
+    scaling (data/target.py) stays the one fitted on this run's own training split."""
     target = model.state_dict()
     loaded, mismatched = [], []
     with torch.no_grad():
         for name, value in target.items():
-            if name not in source:
+            if name not in source or name.startswith("target_scale."):
                 continue
             if tuple(source[name].shape) != tuple(value.shape):
                 mismatched.append({"name": name, "from": list(source[name].shape), "here": list(value.shape)})

@@ -44,7 +44,7 @@ from .callbacks.nonfinite import NonFiniteGuard, all_finite
 from .data.augment import build_augmenter
 from .errors import Interrupted
 from .interrupts import InterruptFlag
-from .losses import l1_penalty, l2_penalty
+from .losses import l1_penalty, l2_penalty, resolve_kind
 from .optim import apply_decoupled_decay, split_parameters
 from .rundir import BEST, CHECKPOINTS, HISTORY, LAST, atomic_write_text, history_csv
 from .runstate import EpochCursor, LoopState
@@ -153,7 +153,10 @@ class Trainer:
     def _batches(self) -> torch.Tensor:
         """This epoch's row order (batch b is rows [b * batch_size, (b + 1) * batch_size))."""
         n = len(self.train_data)
-        perm = torch.randperm(n, generator=self.shuffle).to(self.device)
+        if self.recipe.train.sampler == "balanced":
+            perm = balanced_rows(self.train_data.y, self.shuffle).to(self.device)
+        else:
+            perm = torch.randperm(n, generator=self.shuffle).to(self.device)
         if self.recipe.train.drop_last:
             perm = perm[: self.batches_per_epoch * self.batch_size]
         elif self._has_batchnorm and n % self.batch_size == 1 and n > 1:
@@ -272,7 +275,8 @@ class Trainer:
         out = torch.cat(outs)
         result = {"loss": float(self.loss_fn(out, data.y))}
         if math.isfinite(result["loss"]) and bool(torch.isfinite(out).all()):
-            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y))
+            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y,
+                                    M.probabilities(out, self.task, resolve_kind(self.recipe.loss.kind, self.task))))
         return result
 
     # ------------------------------------------------------------------------------ the run
@@ -434,6 +438,14 @@ class Trainer:
                                        "value": self.monitor.best}, BEST)
         if files:
             ckpt.write_files(self.run_dir / CHECKPOINTS, files)
+
+
+def balanced_rows(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """train.sampler = "balanced": len(labels) row indices drawn with replacement, row i with probability
+    proportional to 1 / count(class of i), so that every class present is equally likely."""
+    y = labels.long().cpu()
+    counts = torch.bincount(y).double()
+    return torch.multinomial((1.0 / counts)[y], len(y), replacement=True, generator=generator)
 
 
 def _monitored(row: dict[str, Any], key: str, field_name: str) -> float:

@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, unprefixed
 from .data.checks import impute
 from .data.formats import SUFFIXES, encode_features
 from .data.normalize import make_normalizer
+from .data.target import attach, scale_from_schema
 from .ensemble import Ensemble, combine_rule
 from .errors import DataError, RunDirError
 from .losses import LogSoftmaxHead, output_size
@@ -86,6 +87,8 @@ def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Te
                         output_size(schema["loss"], schema["task"], schema["n_outputs"]))
     if schema["loss"] == "nll":
         model.add_module("log_softmax", LogSoftmaxHead())
+    if schema.get("target_scale"):      # regression: outputs mapped back to the target's units
+        model = attach(model, scale_from_schema(schema["target_scale"]), custom=False)
     model.load_state_dict(weights)
     return model
 

@@ -130,15 +130,17 @@ def class_imbalance(y: np.ndarray, classes: tuple[str, ...]) -> list[str]:
     ratio = present.max() / present.min()
     shares = ", ".join(f"{classes[c]}: {counts[c]} ({counts[c] / counts.sum():.1%})"
                        for c in np.argsort(-counts)[:2 * LISTED])
-    return [f"class imbalance: the largest class has {ratio:.1f}x the rows of the smallest ({shares}); "
-            "watch f1 rather than accuracy"]
+    return [f"class imbalance in the training split: the largest class has {ratio:.1f}x the rows of the smallest "
+            f"({shares}); judge by f1 (macro) and balanced_accuracy rather than accuracy, and consider "
+            "loss.class_weight = \"balanced\" or train.sampler = \"balanced\""]
 
 
 def split_warnings(ds, splits: dict[str, np.ndarray]) -> list[str]:
     """Every warning about a loaded, split dataset (ds: a sources.Dataset)."""
     found = constant_features(ds.x[splits["train"]], ds.feature_names) + shared_rows(ds.x, splits)
     if ds.task != "regression":
-        found = class_imbalance(ds.y, ds.classes) + absent_classes(ds.y, ds.classes, splits) + found
+        # The ratio of the training split, as the doctor's class_imbalance rule counts it.
+        found = class_imbalance(ds.y[splits["train"]], ds.classes) + absent_classes(ds.y, ds.classes, splits) + found
     return found
 
 

@@ -8,6 +8,7 @@ class. Images are returned as float32 (N, C, H, W) in [0, 1]. Nothing is downloa
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .checks import check_label_range
+from .checks import check_label_range, emit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 CIFAR_PIXELS = 3 * 32 * 32
@@ -84,6 +85,44 @@ def encode_features(frame, names: tuple[str, ...], path: Path | str) -> np.ndarr
     return out
 
 
+ID_NAMES = ("id", "index", "rownames", "unnamed: 0", "row", "row_id")
+
+
+def _known(names: tuple[str, ...], columns: list[str], key: str, path: Path) -> None:
+    for name in names:
+        if name not in columns:
+            close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(f"{key}: {name!r} is not a feature column of {path.name}{hint}; columns: "
+                            + ", ".join(columns))
+
+
+def choose_columns(frame, section, path: Path, target: str):
+    """The feature columns data.features names (in that order), or all but data.drop."""
+    columns = [str(c) for c in frame.columns]
+    if isinstance(section.features, tuple):
+        _known(section.features, columns, "data.features", path)
+        return frame[list(section.features)]
+    _known(section.drop, columns, "data.drop", path)
+    kept = frame.drop(columns=list(section.drop))
+    if kept.shape[1] == 0:
+        raise DataError(f"data.drop: leaves no feature column in {path.name} (target {target!r})")
+    return kept
+
+
+def id_like_columns(frame) -> list[str]:
+    """Columns that look like row identifiers: named like one (id, index, rownames, Unnamed: 0), or
+    integers or strings with a distinct value in every row (of at least 20 rows)."""
+    found = []
+    for col in frame.columns:
+        column = frame[col]
+        named = str(col).strip().lower() in ID_NAMES
+        unique = len(frame) >= 20 and column.notna().all() and column.nunique() == len(frame)
+        if named or (unique and (column.dtype.kind in "iu" or column.dtype == object)):
+            found.append(str(col))
+    return found
+
+
 def read_table(path: Path, section, fmt: str):
     frame = _read_frame(path, fmt)
     if frame.shape[1] < 2:
@@ -95,6 +134,10 @@ def read_table(path: Path, section, fmt: str):
     y = frame.pop(target).to_numpy()
     if y.dtype == object:
         y = y.astype(str)
+    frame = choose_columns(frame, section, path, target)
+    for col in id_like_columns(frame):
+        emit([f"{path.name}: column {col!r} looks like a row ID (one distinct value per row); it is used as a "
+              f"feature, leave it out with data.drop = [\"{col}\"]"])
     names = feature_columns(frame, section.categorical, section.max_categories, path)
     return encode_features(frame, names, path), y, names
 

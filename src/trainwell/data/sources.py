@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class Dataset:
     name: str
     classes: tuple[str, ...] = ()      # original label of class i (classification)
     feature_names: tuple[str, ...] = ()
+    # Regression target scaling fitted on the training split (data/target.py), set by prepare_data.
+    target_scale: Any = None
 
     @property
     def n_classes(self) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,3 +49,49 @@ def make_splits(n: int, fractions: tuple[float, float, float], seed: int,
         if frac > 0 and len(part) == 0:
             raise DataError(f"data.split: the {name} split of {n} rows is empty; raise its fraction")
     return Splits(train, val, test)
+
+
+# ------------------------------------------------------------------------------ reusable splits
+SPLITS_FILE = "splits.npz"
+
+
+def data_sha256(x: np.ndarray, y: np.ndarray) -> str:
+    """sha256 of a dataset's features and targets as loaded (shapes and dtypes included)."""
+    h = hashlib.sha256()
+    for a in (x, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def splits_bytes(splits: Splits, n_rows: int, sha256: str) -> bytes:
+    """The run folder's splits.npz: row indices (in the source's row order) of each split, the number
+    of rows and the sha256 of the data they index."""
+    buf = io.BytesIO()
+    np.savez(buf, train=splits.train.astype(np.int64), val=splits.val.astype(np.int64),
+             test=splits.test.astype(np.int64), rows=np.int64(n_rows), sha256=np.array(sha256))
+    return buf.getvalue()
+
+
+def read_split_file(path: str | Path, n_rows: int, sha256: str) -> Splits:
+    """data.split_file: the splits of another run, refused unless made from the same data."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPLITS_FILE
+    if not path.is_file():
+        raise DataError(f"data.split_file: {str(path)!r} not found; give a run folder's {SPLITS_FILE}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            parts = {k: np.asarray(f[k]) for k in ("train", "val", "test", "rows", "sha256")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"data.split_file: {path} is not a trainwell {SPLITS_FILE} "
+                        f"({type(exc).__name__}: {exc})") from None
+    rows, saved = int(parts["rows"]), str(parts["sha256"])
+    if rows != n_rows:
+        raise DataError(f"data.split_file: {path} was made from data of {rows} rows, this data has {n_rows}; "
+                        "a split file only fits the data it was made from")
+    if saved != sha256:
+        raise DataError(f"data.split_file: {path} was made from other data (sha256 {saved[:12]}..., this data "
+                        f"{sha256[:12]}...); a split file only fits the data it was made from")
+    return Splits(*(np.sort(parts[k].astype(np.int64)) for k in ("train", "val", "test")))

@@ -59,14 +59,13 @@ class RangeTest:
 
 
 def _train_step_parts(recipe: Recipe):
-    from ..api import build_network, prepare_data
-    from ..losses import build_loss
+    from ..api import build_network, build_run_loss, prepare_data
     from ..optim import build_optimizer
 
     device = torch.device("cpu")
     prepared = prepare_data(recipe, None, device)
     net, _ = build_network(recipe, prepared.dataset)
-    loss_fn = build_loss(recipe.loss, prepared.dataset.task)
+    loss_fn = build_run_loss(recipe, prepared, net)
     return prepared.train, net, loss_fn, build_optimizer(net, recipe.optimizer, device)
 
 

@@ -55,7 +55,8 @@ def curves(ev: Evidence) -> bytes | None:
         if name == "loss":
             _log_if_wide(ax, _series(ev, "train_loss")[1] + _series(ev, "val_loss")[1])
         _mark_epochs(ax, ev)
-        ax.set_title(name)
+        scaled = ev.metrics.get("target_normalize")
+        ax.set_title(f"loss (on {scaled}-scaled targets)" if name == "loss" and scaled else name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -163,10 +164,42 @@ def confusion(ev: Evidence) -> bytes | None:
     return _png(fig)
 
 
+def reliability(ev: Evidence) -> bytes | None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (top label), with the
+    rows per bin; a calibrated model sits on the diagonal."""
+    cal = ev.metrics.get("calibration")
+    if not cal or not cal.get("bins"):
+        return None
+    bins = cal["bins"]
+    width = 1.0 / cal["n_bins"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    a.bar([r["low"] for r in bins], [r["accuracy"] for r in bins], width=width, align="edge", color=TRAIN,
+          edgecolor="white", label="accuracy")
+    a.plot([r["confidence"] for r in bins], [r["accuracy"] for r in bins], "o", color=VAL, ms=4,
+           label="(mean confidence, accuracy)")
+    a.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="calibrated")
+    a.set_xlim(0, 1)
+    a.set_ylim(0, 1.03)
+    a.set_xlabel("confidence of the predicted class")
+    a.set_ylabel("accuracy")
+    a.set_title(f"reliability ({cal['split']} split), ECE {cal['ece']:.3f}")
+    a.legend(fontsize=7, loc="center left")
+    b.bar([r["low"] for r in bins], [r["rows"] for r in bins], width=width, align="edge", color="grey")
+    b.set_xlim(0, 1)
+    b.set_xlabel("confidence of the predicted class")
+    b.set_ylabel("rows")
+    b.set_title("rows per confidence bin")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
 FIGURES: dict[str, Any] = {
     "curves": ("Loss and metrics, train vs validation", curves),
     "lr_grad": ("Learning rate and gradient norm", lr_and_grad),
     "layer_grads": ("Per-layer gradient norms and update ratios", layer_grad_norms),
     "activations": ("Per-layer activation histograms over training", activation_histograms),
     "confusion": ("Confusion matrix", confusion),
+    "reliability": ("Reliability diagram (calibration)", reliability),
 }

@@ -570,8 +570,11 @@ def imbalance(ev: Evidence) -> list[Finding]:
                     f"class imbalance: the largest training class has {ratio:.1f}x the rows of the smallest",
                     {"train_counts": dict(zip(classes, counts)) if len(classes) == len(counts) else counts,
                      "ratio": ratio},
-                    [Option("judge the model by macro F1 rather than accuracy, and consider class weights or "
-                            "resampling the smaller classes")])]
+                    [Option("weight the classes in the loss (loss.class_weight = \"balanced\": n / (C * count)), "
+                            "and judge the model by macro F1 (f1) and balanced_accuracy rather than accuracy",
+                            {"loss.class_weight": "balanced"}),
+                     Option("or resample the classes to equal frequencies (train.sampler = \"balanced\")",
+                            {"train.sampler": "balanced"})])]
 
 
 def leakage(ev: Evidence) -> list[Finding]:

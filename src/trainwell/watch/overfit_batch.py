@@ -41,8 +41,7 @@ def _unregularized(recipe: Recipe) -> Recipe:
 
 def overfit_batch(recipe: Recipe, steps: int = 200) -> OverfitResult:
     """Train on the first `train.batch_size` rows of the training split for `steps` steps."""
-    from ..api import build_network, prepare_data
-    from ..losses import build_loss
+    from ..api import build_network, build_run_loss, prepare_data
     from ..metrics import predictions
     from ..optim import build_optimizer
 
@@ -51,7 +50,7 @@ def overfit_batch(recipe: Recipe, steps: int = 200) -> OverfitResult:
     prepared = prepare_data(recipe)
     ds = prepared.dataset
     net, _ = build_network(recipe, ds)
-    loss_fn = build_loss(recipe.loss, ds.task)
+    loss_fn = build_run_loss(recipe, prepared, net)
     optimizer = build_optimizer(net, recipe.optimizer, torch.device("cpu"))
     n = min(recipe.train.batch_size, len(prepared.train))
     order = torch.randperm(len(prepared.train), generator=torch.Generator().manual_seed(recipe.seed))[:n]

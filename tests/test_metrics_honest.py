@@ -1,0 +1,107 @@
+"""Classification metrics against scikit-learn and a hand-written expected calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn import metrics as skm
+
+import trainwell as tw
+from trainwell import metrics as M
+from trainwell.predict import predict
+
+
+def hand_ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: 15 equal-width confidence bins, sum of |accuracy - confidence| weighted by bin size."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs((pred[inside] == y[inside]).mean() - conf[inside].mean())
+    return total
+
+
+def _case(seed: int, n: int, c: int, sharp: float):
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.arange(c), rng.integers(0, c, n - c)])      # every class present
+    logits = rng.normal(size=(n, c)) * sharp + 1.5 * np.eye(c)[y]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return y, probs.astype(np.float32)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10**6), st.integers(12, 300), st.integers(2, 6), st.floats(0.2, 4.0))
+def test_metrics_equal_sklearn_and_the_hand_ece(seed, n, c, sharp):
+    y, probs = _case(seed, n, c, sharp)
+    task = "binary" if c == 2 else "multiclass"
+    yt, pt = torch.from_numpy(y), torch.from_numpy(probs)
+    pred = pt.argmax(1)
+    got = M.compute(M.build_metrics(task, c), pred, yt, pt)
+    p = probs.argmax(1)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, p), abs=1e-6)
+    assert got["f1"] == pytest.approx(skm.f1_score(y, p, average="macro", zero_division=0), abs=1e-5)
+    assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-5)
+    assert got["nll"] == pytest.approx(skm.log_loss(y, probs.astype(np.float64) / probs.sum(1, keepdims=True),
+                                                    labels=list(range(c))), rel=1e-4, abs=1e-5)
+    assert got["ece"] == pytest.approx(hand_ece(probs, y), abs=1e-5)
+    if task == "binary":
+        assert got["precision_pos"] == pytest.approx(skm.precision_score(y, p, zero_division=0), abs=1e-5)
+        assert got["recall_pos"] == pytest.approx(skm.recall_score(y, p), abs=1e-5)
+        assert got["auroc_pos"] == pytest.approx(skm.roc_auc_score(y, probs[:, 1]), abs=1e-5)
+    else:
+        assert "auroc_pos" not in got and "precision_pos" not in got
+
+
+def test_binary_f1_is_macro_not_the_positive_class():
+    # 3% positives; a classifier that finds half of them: positive-class F1 0.4, macro ~0.69.
+    y = np.zeros(200, dtype=int)
+    y[:6] = 1
+    p = y.copy()
+    p[:3] = 0
+    p[10:12] = 1
+    got = M.compute(M.build_metrics("binary", 2), torch.from_numpy(p), torch.from_numpy(y))
+    assert skm.f1_score(y, p) == pytest.approx(0.5454, abs=1e-3)
+    assert got["f1"] == pytest.approx(skm.f1_score(y, p, average="macro"), abs=1e-6)
+    assert got["f1"] > skm.f1_score(y, p)
+
+
+def test_probabilities_from_each_head():
+    logit = torch.tensor([[0.3], [-2.0]])
+    torch.testing.assert_close(M.probabilities(logit, "binary", "bce_with_logits")[:, 1], torch.sigmoid(logit[:, 0]))
+    logits = torch.tensor([[1.0, 2.0, 0.5]])
+    torch.testing.assert_close(M.probabilities(logits, "multiclass", "cross_entropy"), torch.softmax(logits, 1))
+    torch.testing.assert_close(M.probabilities(torch.log_softmax(logits, 1), "multiclass", "nll"),
+                               torch.softmax(logits, 1))
+    assert M.probabilities(logits, "multiclass", "hinge") is None
+    assert M.probabilities(logits, "regression", "mse") is None
+
+
+def test_a_run_reports_the_metrics_of_its_own_predictions(tmp_path):
+    """metrics.json's test figures are sklearn's on predict()'s probabilities of the test rows."""
+    from sklearn.datasets import load_breast_cancer
+
+    x = load_breast_cancer().data
+    np.save(tmp_path / "x.npy", x)
+    run = tw.fit(out=tmp_path / "run", quiet=True, **{"data.source": "breast_cancer", "train.epochs": 3,
+                                                      "model.hidden": [16], "stopping.enabled": False})
+    frame = predict(run.path, tmp_path / "x.npy")
+    test = run.extras["data"].indices["test"]
+    y = run.extras["data"].dataset.y[test]
+    probs = frame[["prob_0", "prob_1"]].to_numpy()[test]
+    got = run.metrics["test"]
+    assert got["auroc_pos"] == pytest.approx(skm.roc_auc_score(y, probs[:, 1]), abs=1e-5)
+    assert got["f1"] == pytest.approx(skm.f1_score(y, probs.argmax(1), average="macro"), abs=1e-5)
+    assert got["nll"] == pytest.approx(skm.log_loss(y, probs), rel=1e-4)
+    assert got["ece"] == pytest.approx(hand_ece(probs, y), abs=1e-5)
+    assert {"val_nll", "val_ece", "val_auroc_pos", "train_balanced_accuracy"} <= set(run.history[-1])
+    # The report's reliability diagram is of the same rows: its bins give the same ECE.
+    cal = run.metrics["calibration"]
+    assert cal["split"] == "test" and sum(b["rows"] for b in cal["bins"]) == len(test)
+    assert cal["ece"] == pytest.approx(got["ece"], abs=1e-5)
+    assert 'id="fig-reliability"' in (run.path / "report.html").read_text()
