@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, unprefixed
 from .data.checks import impute
@@ -27,6 +26,7 @@ from .data.target import attach, scale_from_schema
 from .ensemble import Ensemble, combine_rule
 from .errors import DataError, RunDirError
 from .losses import LogSoftmaxHead, output_size
+from .metrics import probabilities
 from .models import build_model
 from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, DATA_SCHEMA, RECIPE
@@ -145,7 +145,8 @@ def predict(run_dir: str | Path, data: str | Path | np.ndarray):
         cols = ["prediction"] if values.shape[1] == 1 else [f"prediction_{k}" for k in range(values.shape[1])]
         return pd.DataFrame(values, columns=cols)
     classes = schema["classes"]
-    probs = class_probabilities(out, schema["loss"]).numpy()
+    probs = out if schema["loss"] == "hinge" else probabilities(out, "classification", schema["loss"])
+    probs = probs.numpy()
     frame = pd.DataFrame({"prediction": np.asarray(classes, dtype=object)[probs.argmax(1)]})
     prefix = "score" if schema["loss"] == "hinge" else "prob"
     for k, name in enumerate(classes):
@@ -153,13 +154,3 @@ def predict(run_dir: str | Path, data: str | Path | np.ndarray):
     return frame
 
 
-def class_probabilities(out: torch.Tensor, loss: str) -> torch.Tensor:
-    """Class probabilities from the head's outputs (hinge: its raw scores, which are not probabilities)."""
-    if out.shape[1] == 1:                      # binary cross-entropy: one logit for class 1
-        p = torch.sigmoid(out)
-        return torch.cat([1 - p, p], 1)
-    if loss == "nll":                          # the head ends in log_softmax
-        return out.exp()
-    if loss == "hinge":
-        return out
-    return F.softmax(out, 1)

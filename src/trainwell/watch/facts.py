@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..metrics import probabilities
+
 FACTS = "facts.json"
 
 
@@ -170,14 +172,11 @@ def target_scale(y: torch.Tensor) -> dict[str, Any]:
     return {"std": float(t.std(0, unbiased=False).max()), "abs_mean": float(t.mean(0).abs().max())}
 
 
-def probabilities(out: torch.Tensor) -> torch.Tensor:
-    """Class probabilities from logits: sigmoid for one output, softmax otherwise."""
-    if out.shape[1] == 1:
-        p = torch.sigmoid(out.squeeze(1))
-        return torch.stack([1 - p, p], 1)
-    if bool((out <= 0).all()) and torch.allclose(out.exp().sum(1), out.new_ones(len(out)), atol=1e-3):
-        return out.exp()            # the model already ends in log_softmax (nll loss)
-    return torch.softmax(out, 1)
+def class_probabilities(out: torch.Tensor, loss_kind: str) -> torch.Tensor:
+    """Class probabilities for the facts; a hinge head's scores go through softmax (the metrics
+    report none for it, the facts still need a ranking of the classes)."""
+    probs = probabilities(out, "classification", loss_kind)
+    return torch.softmax(out, 1) if probs is None else probs
 
 
 def confident_mistakes(probs: torch.Tensor, y: torch.Tensor, top: int) -> list[tuple[int, int, float]]:
@@ -197,7 +196,8 @@ def _outputs(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tenso
     return out
 
 
-def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int) -> dict[str, Any]:
+def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
+                 loss_kind: str) -> dict[str, Any]:
     ds = prepared.dataset
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
     facts: dict[str, Any] = {
@@ -220,19 +220,19 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     facts["data"]["class_counts"] = {k: class_counts(v.y, n) for k, v in splits.items() if v is not None}
     train = prepared.train
     if train.y.dim() == 1:
-        probs = probabilities(_outputs(model, train.x, eval_batch))
+        probs = class_probabilities(_outputs(model, train.x, eval_batch), loss_kind)
         facts["noise"] = label_noise(probs, train.x, train.y)
         facts["suspects"] = [
             {"index": int(prepared.indices["train"][i]), "label": ds.classes[int(train.y[i])],
              "prediction": ds.classes[p], "confidence": round(c, 4)}
             for i, p, c in confident_mistakes(probs, train.y.cpu(), top)]
     if val is not None and val.y.dim() == 1 and len(val):
-        facts["calibration"] = {"split": "val", **calibration(probabilities(_outputs(model, val.x, eval_batch)),
+        facts["calibration"] = {"split": "val", **calibration(class_probabilities(_outputs(model, val.x, eval_batch), loss_kind),
                                                                 val.y)}
     split = "test" if prepared.test is not None else "val"
     part = splits[split]
     if part is not None and part.y.dim() == 1:
-        pred = probabilities(_outputs(model, part.x, eval_batch)).argmax(1)
+        pred = class_probabilities(_outputs(model, part.x, eval_batch), loss_kind).argmax(1)
         cm = torch.zeros(n, n, dtype=torch.long)
         cm.index_put_((part.y.long().cpu(), pred), torch.ones(len(pred), dtype=torch.long), accumulate=True)
         facts["confusion"] = {"split": split, "matrix": cm.tolist()}
