@@ -23,14 +23,14 @@ QUIET = {"watch.doctor": False, "watch.report": False, "watch.probes": False}
 
 def settings(members: int) -> dict[str, dict]:
     return {
-        "ensemble (seeds)": {"train.ensemble.members": members},
-        "ensemble (bagging)": {"train.ensemble.members": members, "train.ensemble.method": "bagging"},
+        "ensemble (seeds)": {"train.average": {"kind": "ensemble", "members": members}},
+        "ensemble (bagging)": {"train.average": {"kind": "ensemble", "members": members, "method": "bagging"}},
         "snapshots (5 cycles of 8 epochs)": {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": 8,
-                                             "train.epochs": 40, "train.snapshots": 5,
+                                             "train.epochs": 40, "train.average": {"kind": "snapshots", "count": 5},
                                              "stopping.enabled": False},
-        "swa (from epoch 31, lr 5e-4)": {"train.swa.start_epoch": 31, "train.swa.lr": 5e-4,
+        "swa (from epoch 31, lr 5e-4)": {"train.average": {"kind": "swa", "start_epoch": 31, "lr": 5e-4},
                                          "stopping.enabled": False},
-        "ema (decay 0.99)": {"train.ema_decay": 0.99},
+        "ema (decay 0.99)": {"train.average": {"kind": "ema", "decay": 0.99}},
     }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -172,9 +173,15 @@ def test_a_fresh_averager_loaded_mid_run_continues_identically(kind):
     ({"train.ema_decay": 0.9, "train.swa.start_epoch": 2},
      "train.ema_decay: cannot be combined with train.swa.start_epoch"),
     ({"train.swa.start_epoch": 50, "train.epochs": 40},
-     "train.swa.start_epoch: got 50, after the last epoch (train.epochs = 40)"),
-    ({"train.ema_decay": 1.0}, "train.ema_decay"),
-    ({"train.swa.lr": 0}, "train.swa.lr"),
+     "train.average.start_epoch: got 50, after the last epoch (train.epochs = 40)"),
+    ({"train.average": {"kind": "swa", "start_epoch": 50}, "train.epochs": 40},
+     "train.average.start_epoch: got 50, after the last epoch (train.epochs = 40)"),
+    ({"train.ema_decay": 1.0}, "train.average.decay"),
+    ({"train.average": {"kind": "ema", "decay": 1.0}}, "train.average.decay"),
+    ({"train.swa.start_epoch": 3, "train.swa.lr": 0}, "train.average.lr"),
+    ({"train.average": {"kind": "swa", "lr": 0}}, "train.average.lr"),
+    ({"train.ema_decay": 0.9, "train.average": {"kind": "swa"}},
+     "train.ema_decay: cannot be combined with train.average.kind = 'swa'"),
 ])
 def test_averaging_keys_are_validated(overrides, message):
     with pytest.raises(tw.RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -204,3 +211,90 @@ def test_a_resumed_run_averages_exactly_like_an_uninterrupted_one(tiny, tmp_path
     kind = "ema" if "train.ema_decay" in extra else "swa"
     assert resumed.metrics[kind] == full.metrics[kind] and "note" not in resumed.metrics[kind]
     assert resumed.metrics["test"] == full.metrics["test"]
+
+
+# ------------------------------------------------------------------------------ [train.average]: one tagged choice
+SNAPSHOT_SCHEDULE = {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": 2}
+
+
+@pytest.mark.parametrize("old, new", [
+    ({"train.ema_decay": 0.9}, {"kind": "ema", "decay": 0.9}),
+    ({"train.swa.start_epoch": 3, "train.swa.lr": 0.01, "train.swa.anneal_strategy": "linear"},
+     {"kind": "swa", "start_epoch": 3, "lr": 0.01, "anneal_strategy": "linear"}),
+    ({**SNAPSHOT_SCHEDULE, "train.snapshots": 2}, {"kind": "snapshots", "count": 2}),
+    ({"train.ensemble.members": 3, "train.ensemble.method": "bagging"},
+     {"kind": "ensemble", "members": 3, "method": "bagging"}),
+    ({"train.ema_decay": 0.0, "train.snapshots": 0, "train.ensemble.members": 1}, {"kind": "none"}),
+], ids=["ema", "swa", "snapshots", "ensemble", "all-off"])
+def test_old_averaging_keys_read_as_the_tagged_choice_with_one_deprecation_line(old, new):
+    schedule = {k: v for k, v in old.items() if k.startswith("schedule.")}
+    with pytest.warns(tw.RecipeDeprecation) as seen:
+        got = load_recipe(None, old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # the new form warns about nothing
+        want = load_recipe(None, {**schedule, "train.average": new})
+    assert got == want
+    assert len(seen) == 1
+    line = str(seen[0].message)
+    assert "\n" not in line
+    assert all(f"train.{k.split('.')[1]}" in line for k in old if k.startswith("train."))
+    assert f'kind = "{new["kind"]}"' in line and "deprecated" in line
+
+
+def test_an_older_run_folders_resolved_recipe_still_loads(tmp_path):
+    """A recipe.toml written before [train.average]: every old key present at its default."""
+    raw = load_recipe(None).to_dict()
+    del raw["train"]["average"]
+    raw["train"].update(ema_decay=0.0, snapshots=0, ensemble={"members": 1, "method": "seeds"},
+                        swa={"lr": None, "anneal_epochs": 1, "anneal_strategy": "cos", "update_bn": True})
+    with pytest.warns(tw.RecipeDeprecation, match=r"train.ema_decay, train.snapshots, train.ensemble, train.swa: deprecated"):
+        recipe = load_recipe(raw)
+    assert recipe.train.average.kind == "none"
+    assert recipe == load_recipe(None)
+
+
+def test_the_cli_prints_the_deprecation_as_one_line(capsys):
+    from trainwell.cli import main
+
+    assert main(["recipe", "--set", "train.ema_decay=0.9"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['trainwell: warning: train.ema_decay: deprecated, read as [train.average] kind = "ema", '
+                   'decay = 0.9; write that instead (trainwell recipe prints the new form)']
+
+
+@pytest.mark.parametrize("epochs, start", [(40, 31), (10, 9), (4, 4), (1, 1)])
+def test_swa_starts_in_the_last_quarter_when_no_start_epoch_is_given(epochs, start):
+    recipe = load_recipe(None, {"train.epochs": epochs, "train.average": {"kind": "swa"}})
+    assert recipe.train.average.start_epoch == start
+    assert load_recipe(recipe.to_dict()) == recipe            # the resolved recipe says it explicitly
+
+
+@pytest.mark.parametrize("extra, files, tensors", [
+    ({}, ["checkpoints/best.safetensors"], "model"),
+    ({"stopping.restore_best": False}, ["checkpoints/last.safetensors"], "model"),
+    ({"checkpoint.best": False}, ["checkpoints/last.safetensors"], "best"),
+    ({"train.average": {"kind": "ema", "decay": 0.8}}, ["checkpoints/averaged.safetensors"], "model"),
+    ({"train.average": {"kind": "swa", "start_epoch": 3}, "stopping.enabled": True, "stopping.monitor": "train_loss",
+      "stopping.stopping_threshold": 100.0}, ["checkpoints/best.safetensors"], "model"),
+    ({"train.average": {"kind": "ensemble", "members": 2}},
+     ["checkpoints/member-1.safetensors", "checkpoints/member-2.safetensors"], "model"),
+], ids=["plain", "last-epoch", "best-in-last", "ema", "swa-never-started", "ensemble"])
+def test_the_finisher_tells_predict_which_weights_the_run_scored(tiny, tmp_path, extra, files, tensors):
+    """metrics.json "weights" names the files of the returned model; predict serves exactly that model,
+    and a folder without the entry (an older version) is read by file name to the same answer."""
+    from trainwell.predict import predict
+
+    run = tw.fit(out=tmp_path / "run", quiet=True, **{**tiny, **QUIET, "stopping.enabled": False, **extra})
+    pointer = run.metrics["weights"]
+    assert pointer == {"files": files, "tensors": tensors, "ensemble": len(files) > 1}
+    data = run.extras["data"]
+    rows = data.dataset.x[data.indices["test"]]
+    with torch.inference_mode():
+        expected = torch.sigmoid(run.model.eval()(data.test.x)).squeeze(1).numpy()
+    frame = predict(tmp_path / "run", rows)
+    np.testing.assert_allclose(frame["prob_1"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["weights"] == pointer
+    del metrics["weights"]
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
+    np.testing.assert_allclose(predict(tmp_path / "run", rows)["prob_1"].to_numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -189,7 +189,7 @@ def test_too_few_cycles_keep_the_plain_model_and_say_why(tiny):
 def test_a_fresh_snapshot_keeper_loaded_mid_run_continues_identically():
     model = torch.nn.Linear(2, 1)
     recipe = load_recipe(None, {**SNAP, "train.epochs": 6, "train.snapshots": 2})
-    trainer = types.SimpleNamespace(model=model, recipe=recipe, steps_per_epoch=2, total_steps=12,
+    trainer = types.SimpleNamespace(model=model, setup=types.SimpleNamespace(steps_per_epoch=2, total_steps=12),
                                     state=types.SimpleNamespace(step=0))
     a = Snapshots.from_recipe(recipe)
     a.fit_start(trainer)
@@ -212,13 +212,16 @@ def test_a_fresh_snapshot_keeper_loaded_mid_run_continues_identically():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"train.snapshots": 3}, 'train.snapshots: needs schedule.kind = "cosine_restarts", got \'cosine\''),
-    ({**SNAP, "train.snapshots": 1}, "train.snapshots: got 1, a snapshot ensemble needs at least 2"),
-    ({**SNAP, "train.snapshots": 5}, "train.snapshots: got 5, but train.epochs = 4 completes only 4 cosine"),
+    ({"train.snapshots": 3}, 'train.average.kind: "snapshots" needs schedule.kind = "cosine_restarts", got \'cosine\''),
+    ({**SNAP, "train.snapshots": 1}, "train.average.count: got 1, must be >= 2"),
+    ({**SNAP, "train.snapshots": 5}, "train.average.count: got 5, but train.epochs = 4 completes only 4 cosine"),
+    ({**{k: v for k, v in SNAP.items() if k != "train.snapshots"}, "train.average": {"kind": "snapshots", "count": 5}},
+     "train.average.count: got 5, but train.epochs = 4 completes only 4 cosine"),
     ({"train.ensemble.members": 3, "train.ema_decay": 0.9},
      "train.ema_decay: cannot be combined with train.ensemble.members"),
-    ({"train.ensemble.members": 0}, "train.ensemble.members"),
-    ({"train.ensemble.method": "boosting"}, "train.ensemble.method"),
+    ({"train.average": {"kind": "ensemble", "members": 1}}, "train.average.members: got 1, must be >= 2"),
+    ({"train.average": {"kind": "ensemble", "method": "boosting"}}, "train.average.method"),
+    ({"train.ensemble.members": 2, "train.ensemble.method": "boosting"}, "train.average.method"),
 ])
 def test_ensemble_keys_are_validated(overrides, message):
     with pytest.raises(tw.RecipeError) as err:
@@ -227,14 +230,14 @@ def test_ensemble_keys_are_validated(overrides, message):
 
 
 def test_an_ensemble_needs_the_recipes_model():
-    with pytest.raises(tw.RecipeError, match="train.ensemble.members: got 2, but members are built"):
+    with pytest.raises(tw.RecipeError, match='train.average.kind: got "ensemble", but members are built'):
         tw.fit(out=False, quiet=True, model=torch.nn.Linear(64, 10), **{"train.ensemble.members": 2})
 
 
 def test_snapshots_missing_after_a_resume_are_noted():
     recipe = load_recipe(None, {**SNAP, "train.epochs": 6, "train.snapshots": 2})
-    trainer = types.SimpleNamespace(model=torch.nn.Linear(2, 1), recipe=recipe, steps_per_epoch=2, total_steps=12,
-                                    state=types.SimpleNamespace(step=7, epoch=3))
+    trainer = types.SimpleNamespace(model=torch.nn.Linear(2, 1), state=types.SimpleNamespace(step=7, epoch=3),
+                                    setup=types.SimpleNamespace(steps_per_epoch=2, total_steps=12))
     fresh = Snapshots.from_recipe(recipe)
     fresh.fit_start(trainer)             # cycles ended at steps 2, 4, 6: the last 2 should have been kept
     assert fresh.note == "resumed at epoch 3 without 2 snapshot(s) taken before: they are missing"

@@ -20,16 +20,23 @@ _EXPORTS = {
     "fit": "api", "Run": "api", "resume": "resuming",
     "Recipe": "recipe", "load_recipe": "recipe",
     "TrainwellError": "errors", "RecipeError": "errors", "DataError": "errors", "CheckpointError": "errors",
-    "TestSplitLocked": "errors", "search": "search.run", "fit_protocol": "search.protocol",
+    "TestSplitLocked": "errors", "RecipeDeprecation": "errors", "search": "search.run", "fit_protocol": "search.protocol",
     "lab": "notebook", "lr_find": "notebook", "doctor": "notebook",
 }
 
-__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeError", "Run", "TestSplitLocked", "TrainwellError",
+__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeDeprecation", "RecipeError", "Run", "TestSplitLocked", "TrainwellError",
            "__version__", "doctor", "fit", "fit_protocol", "lab", "load_recipe", "lr_find", "resume", "search"]
 
 if TYPE_CHECKING:
     from .api import Run, fit
-    from .errors import CheckpointError, DataError, RecipeError, TestSplitLocked, TrainwellError
+    from .errors import (
+        CheckpointError,
+        DataError,
+        RecipeDeprecation,
+        RecipeError,
+        TestSplitLocked,
+        TrainwellError,
+    )
     from .notebook import doctor, lab, lr_find
     from .recipe import Recipe, load_recipe
     from .resuming import resume

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,19 @@ import torch
 from torch import nn
 
 from . import __version__
-from .averaging import WeightAveraging
+from .averaging import finisher_for
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
 from .data import checks, target
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
-from .ensemble import EnsembleRun, Snapshots, member_rows
+from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
+from .finish import Finisher, Save, evaluate_splits
 from .loop import Callback, SplitTensors, Trainer
+from .metrics import probabilities, reliability
 from .notebook import RunViews
 from .progress import ProgressBar
 from .recipe import Recipe, load_recipe
@@ -176,69 +179,26 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
     recipe = load_recipe(recipe, overrides)
-    if model is not None and recipe.train.ensemble.members > 1:
-        raise RecipeError([f"train.ensemble.members: got {recipe.train.ensemble.members}, but members are built "
-                           "from the recipe's [model] and a custom module was passed; train the ensemble "
-                           "from [model] or set members = 1"])
-    device = pick_device(recipe.train.device)
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
-    seed_globals(recipe.seed)
+    device = _start(recipe, custom=model is not None)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
-    ds = prepared.dataset
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
     run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None)
-    if run_dir is not None:
-        atomic_write_text(run_dir / RECIPE, recipe.to_toml())
-        write_json(run_dir / DATA_SCHEMA, data_schema(ds, setup.loss_kind))
-        atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
+    _write_inputs(run_dir, recipe, prepared, setup.loss_kind)
     checks.emit(prepared.warnings)
     if setup.finetuned is not None and not quiet:
         print(describe_finetune(setup.finetuned))
-    saved = prefixed("normalizer", prepared.normalizer.state_dict())
-    if prepared.impute_values is not None:
-        saved["impute.values"] = prepared.impute_values
 
     watch = WatchSession(recipe, run_dir)
-    finisher = _finisher(recipe, quiet)   # ensemble, snapshots, SWA or EMA: decides the returned model
-    callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
-    bar = ProgressBar() if ProgressBar.wanted(quiet) else None
-    trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
-    try:
+    finisher = finisher_for(recipe, quiet)   # [train.average]: decides the returned model
+    trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved_statistics(prepared),
+                      callbacks=[finisher, *(callbacks or []), *watch.callbacks()],
+                      progress=ProgressBar() if ProgressBar.wanted(quiet) else None)
+    with _lock_released_on_error(run_dir):
         if resume_state is not None:
             trainer.load_state_dict(*resume_state)
         state = trainer.fit()
-    except BaseException:                         # Ctrl-C, a failed write: the folder is free again
-        if run_dir is not None:
-            release_run_lock(run_dir)
-        raise
 
-    # The test split is evaluated once, here, with the final (best when restore_best) weights.
-    metrics: dict[str, Any] = {
-        "test": trainer.evaluate(prepared.test) if prepared.test is not None and not lock_test else {},
-        "val": trainer.evaluate(prepared.val) if prepared.val is not None else {},
-        "best_epoch": trainer.best_epoch_number, "stopped_epoch": state.stopped_epoch,
-        "stop_reason": state.stop_reason, "seed": recipe.seed,
-        "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
-        "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
-        "device": str(device), "environment": environment(),
-        "data_warnings": prepared.warnings,
-    }
-    if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
-        metrics["target_normalize"] = ds.target_scale.kind
-    # A locked run's later steps see no test split at all (not even its rows, for the leakage check).
-    seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
-        if lock_test else prepared
-    if lock_test:
-        metrics["test_locked"] = True
-    if setup.finetuned is not None:
-        metrics["finetune"] = setup.finetuned
-    if trainer.guard.events:
-        metrics["nan_events"] = trainer.guard.events
-    net = _conclude(finisher, trainer, seen, metrics, run_dir, saved) if finisher is not None else trainer.model
-    calibration = _calibration(net, seen, ds.task, setup.loss_kind, recipe.train.eval_batch_size)
-    if calibration is not None:
-        metrics["calibration"] = calibration
+    metrics, seen = conclude(trainer, finisher, prepared, recipe, lock_test)
     if run_dir is not None:
         atomic_write_text(run_dir / HISTORY, history_csv(state.history))
         write_json(run_dir / METRICS, metrics)
@@ -247,8 +207,48 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     findings = watch.finish(trainer, seen, metrics, quiet)
     if run_dir is not None:
         release_run_lock(run_dir)
-    return Run(run_dir, recipe, net, state.history, metrics,
+    return Run(run_dir, recipe, trainer.model, state.history, metrics,
                {"trainer": trainer, "data": prepared, "findings": findings})
+
+
+def _start(recipe: Recipe, custom: bool) -> torch.device:
+    """Checks that need no data, the device and its threads, and the global generators seeded."""
+    if custom and recipe.train.average.kind == "ensemble":
+        raise RecipeError(["train.average.kind: got \"ensemble\", but members are built from the recipe's "
+                           "[model] and a custom module was passed; train the ensemble from [model] or choose "
+                           "another kind"])
+    device = pick_device(recipe.train.device)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    seed_globals(recipe.seed)
+    return device
+
+
+def _write_inputs(run_dir: Path | None, recipe: Recipe, prepared: Prepared, loss_kind: str) -> None:
+    """recipe.toml, data.json and splits.npz: what repeats the run and reads new rows like its own."""
+    if run_dir is not None:
+        atomic_write_text(run_dir / RECIPE, recipe.to_toml())
+        write_json(run_dir / DATA_SCHEMA, data_schema(prepared.dataset, loss_kind))
+        atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
+
+
+def saved_statistics(prepared: Prepared) -> dict[str, torch.Tensor]:
+    """What was fitted on the training split and travels with every checkpoint (normalizer, imputer)."""
+    saved = prefixed("normalizer", prepared.normalizer.state_dict())
+    if prepared.impute_values is not None:
+        saved["impute.values"] = prepared.impute_values
+    return saved
+
+
+@contextmanager
+def _lock_released_on_error(run_dir: Path | None):
+    """Ctrl-C or a failed write inside: the run folder is free again (and the error goes on)."""
+    try:
+        yield
+    except BaseException:
+        if run_dir is not None:
+            release_run_lock(run_dir)
+        raise
 
 
 def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | None) -> Path | None:
@@ -263,37 +263,61 @@ def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | 
     return create_run_dir(out, name, force=force)
 
 
-def _finisher(recipe: Recipe, quiet: bool):
-    return (WeightAveraging.from_recipe(recipe) or Snapshots.from_recipe(recipe)
-            or EnsembleRun.from_recipe(recipe, quiet))
+def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: Recipe,
+             lock_test: bool) -> tuple[dict[str, Any], Prepared]:
+    """metrics.json's contents, with the test split evaluated once (a locked run: not at all), and the
+    data the later steps may see. The finisher decides the returned model: when it gives one, that
+    model is the run's (metrics, facts, predict) and the plain model is reported next to it."""
+    ds, setup = prepared.dataset, trainer.setup
+    # A locked run's later steps see no test split at all (not even its rows, for the leakage check).
+    seen = replace(prepared, test=None, indices={**prepared.indices, "test": prepared.indices["test"][:0]}) \
+        if lock_test else prepared
+    plain = evaluate_splits(trainer, seen, trainer.model)
+    metrics: dict[str, Any] = {
+        "test": plain["test"], "val": plain["val"],
+        "best_epoch": trainer.best_epoch_number, "stopped_epoch": trainer.state.stopped_epoch,
+        "stop_reason": trainer.state.stop_reason, "seed": recipe.seed,
+        "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
+        "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
+        "device": str(setup.device), "environment": environment(),
+        "data_warnings": prepared.warnings,
+    }
+    if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
+        metrics["target_normalize"] = ds.target_scale.kind
+    if lock_test:
+        metrics["test_locked"] = True
+    if setup.finetuned is not None:
+        metrics["finetune"] = setup.finetuned
+    if trainer.guard.events:
+        metrics["nan_events"] = trainer.guard.events
+    outcome = finisher.conclude(trainer, seen, _saver(trainer.run_dir, trainer.extra_tensors))
+    if outcome.section is not None:
+        metrics[outcome.section["kind"]] = outcome.section
+        metrics["model"] = "plain"
+    if outcome.model is not None:
+        metrics["plain"] = plain
+        metrics.update(model=outcome.section["kind"], val=outcome.section["val"], test=outcome.section["test"])
+        trainer.model = outcome.model    # the doctor's facts (suspects, confusion) are about the returned model
+    calibration = _calibration(trainer.model, seen, ds.task, setup.loss_kind, setup.settings.eval_batch_size)
+    if calibration is not None:
+        metrics["calibration"] = calibration
+    metrics["weights"] = outcome.weights     # where predict finds the returned model
+    return metrics, seen
 
 
-def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str, Any], run_dir: Path | None,
-              saved: dict[str, torch.Tensor]) -> nn.Module:
-    """Let the finisher build its model; when it gives one, that model is the run's (metrics, facts, predict)
-    and the plain model is reported next to it."""
+def _saver(run_dir: Path | None, saved: dict[str, torch.Tensor]) -> Save:
+    """A finisher's `save(name, model, meta)`: the model with the data statistics, in checkpoints/."""
     def save(name: str, model: nn.Module, meta: dict[str, Any]) -> str | None:
         if run_dir is None:
             return None
         save_checkpoint(run_dir / CHECKPOINTS / name, {**prefixed("model", model.state_dict()), **saved}, meta)
         return f"{CHECKPOINTS}/{name}"
-
-    final, section = finisher.conclude(trainer, prepared, save)
-    metrics[section["kind"]] = section
-    metrics["model"] = "plain"
-    if final is None:
-        return trainer.model
-    metrics["plain"] = {"val": metrics["val"], "test": metrics["test"]}
-    metrics.update(model=section["kind"], val=section["val"], test=section["test"])
-    trainer.model = final        # the doctor's facts (suspects, confusion) are about the returned model
-    return final
+    return save
 
 
 @torch.inference_mode()
 def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
     """The returned model's reliability diagram on the test split (else validation), for the report."""
-    from .metrics import probabilities, reliability
-
     split = "test" if prepared.test is not None else "val"
     part = prepared.test if prepared.test is not None else prepared.val
     if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:

@@ -1,8 +1,11 @@
-"""Weight averaging: SWA and an exponential moving average of the weights (torch.optim.swa_utils).
+"""`[train.average]`: the finishers by kind, and weight averaging (SWA, EMA; torch.optim.swa_utils).
 
-SWA (Izmailov et al. 2018): from `train.swa.start_epoch` on, the weights at the end of every
+`FINISHERS` maps each `kind` to its finisher (finish.py's interface): none -> finish.Finisher,
+ema / swa -> WeightAveraging, snapshots -> ensemble.Snapshots, ensemble -> ensemble.EnsembleRun.
+
+SWA (Izmailov et al. 2018): from `train.average.start_epoch` on, the weights at the end of every
 epoch are averaged with equal weights (`AveragedModel`). The learning rate of that phase anneals
-to `train.swa.lr` like `SWALR`: `schedules.swa_lr`, a pure function of the step that build.py's
+to `train.average.lr` like `SWALR`: `schedules.swa_lr`, a pure function of the step that build.py's
 `lr(step)` composes (the Trainer is the one owner of the LR). The running batch-norm statistics of the individual weights do
 not belong to their average, so they are recomputed with one pass over the training rows
 (`update_bn`).
@@ -11,7 +14,7 @@ EMA: after every optimizer step avg <- decay * avg + (1 - decay) * w, buffers in
 (`get_ema_multi_avg_fn`, `use_buffers=True`): the batch-norm statistics are averaged with the
 weights and need no extra pass.
 
-Both plug into the loop as one callback; `conclude` evaluates the averaged network next to the
+Both are one finisher; `conclude` evaluates the averaged network next to the
 plain one, saves it as checkpoints/averaged.safetensors, and hands it back as the run's model.
 """
 
@@ -24,7 +27,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from .loop import Callback
+from .ensemble import EnsembleRun, Snapshots
+from .finish import Finisher, Outcome, Save, evaluate_splits, plain_weights, pointer
 
 AVERAGED = "averaged.safetensors"
 
@@ -40,22 +44,21 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-class WeightAveraging(Callback):
+class WeightAveraging(Finisher):
     """SWA or EMA of the trainer's model, kept in an AveragedModel beside it."""
 
-    def __init__(self, train_section) -> None:
-        self.kind = "ema" if train_section.ema_decay > 0 else "swa"
-        self.decay = train_section.ema_decay
-        self.swa = train_section.swa
+    def __init__(self, average) -> None:
+        self.kind = average.kind              # "ema" or "swa"
+        self.decay = getattr(average, "decay", None)
+        self.swa = average if average.kind == "swa" else None
         self.averaged: AveragedModel | None = None
         self.epochs: list[int] = []                 # SWA: the epochs whose end weights were averaged
         self._pending: dict[str, torch.Tensor] | None = None
         self.note: str | None = None
 
     @classmethod
-    def from_recipe(cls, recipe) -> WeightAveraging | None:
-        t = recipe.train
-        return cls(t) if t.ema_decay > 0 or t.swa.start_epoch is not None else None
+    def from_recipe(cls, recipe, quiet: bool = True) -> WeightAveraging:
+        return cls(recipe.train.average)
 
     # ------------------------------------------------------------------------------ loop events
     def fit_start(self, trainer) -> None:
@@ -110,8 +113,8 @@ class WeightAveraging(Callback):
         module.eval()
         return module
 
-    def conclude(self, trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
-        """(the averaged model or None, the report section); `save(path_name, model, meta)` writes it."""
+    def conclude(self, trainer, prepared, save: Save) -> Outcome:
+        """The averaged model (None when nothing was averaged) and its report section."""
         n = int(self.averaged.n_averaged) if self.averaged is not None else 0
         section: dict[str, Any] = {"kind": self.kind, "n_averaged": n}
         if self.note:
@@ -124,15 +127,18 @@ class WeightAveraging(Callback):
         model = self.averaged_model(prepared.train.x, trainer.settings.batch_size)
         if model is None:
             section["reason"] = (f"nothing averaged: training stopped at epoch {trainer.state.stopped_epoch} "
-                                 f"({trainer.state.stop_reason}) before train.swa.start_epoch = "
+                                 f"({trainer.state.stop_reason}) before train.average.start_epoch = "
                                  f"{self.swa.start_epoch}; the plain model is the run's model")
-            return None, section
+            return Outcome(None, section, plain_weights(trainer))
         section.update(evaluate_splits(trainer, prepared, model))
         section["checkpoint"] = save(AVERAGED, model, {"kind": self.kind, "n_averaged": n})
-        return model, section
+        return Outcome(model, section, pointer([section["checkpoint"]]))
 
 
-def evaluate_splits(trainer, prepared, model: nn.Module) -> dict[str, dict[str, float]]:
-    """{"val": ..., "test": ...} of one network, over the whole splits."""
-    return {"val": trainer.evaluate(prepared.val, model) if prepared.val is not None else {},
-            "test": trainer.evaluate(prepared.test, model) if prepared.test is not None else {}}
+FINISHERS: dict[str, type[Finisher]] = {"none": Finisher, "ema": WeightAveraging, "swa": WeightAveraging,
+                                        "snapshots": Snapshots, "ensemble": EnsembleRun}
+
+
+def finisher_for(recipe, quiet: bool = True) -> Finisher:
+    """The finisher of the recipe's `[train.average] kind`."""
+    return FINISHERS[recipe.train.average.kind].from_recipe(recipe, quiet)

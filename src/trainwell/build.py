@@ -288,11 +288,11 @@ def lr_policy(recipe, base_lrs: list[float], spe: int, total: int,
               components: dict[str, Any]) -> Callable[[int], list[float]]:
     """step -> each parameter group's LR. The plateau and NaN-guard scales are read from their
     components when called, so the one owner (the Trainer) applies it after every step and decision."""
-    sched, swa = recipe.schedule, recipe.train.swa
+    sched, swa = recipe.schedule, recipe.train.average
     plateau, guard = components.get("plateau"), components["guard"]
     floor = getattr(sched, "min_lr", 0.0)
-    swa_start = (swa.start_epoch - 1) * spe if swa.start_epoch is not None else None
-    swa_on = swa_start is not None and swa.lr is not None and recipe.train.ema_decay == 0
+    swa_on = swa.kind == "swa" and swa.lr is not None
+    swa_start = (swa.start_epoch - 1) * spe if swa_on else None
 
     def scale(step: int) -> float:
         f = lr_factor(sched, step, spe, total, base_lr=base_lrs[0])

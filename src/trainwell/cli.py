@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import RecipeDeprecation
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
@@ -405,7 +407,7 @@ def _sigterm_as_interrupt():
 
 
 def _warnings_as_lines() -> None:
-    """Data warnings as `trainwell: warning: ...` lines instead of Python's file:line format."""
+    """Data warnings and deprecated recipe keys as `trainwell: warning: ...` lines instead of Python's file:line format."""
     import warnings
 
     default = warnings.showwarning
@@ -415,7 +417,7 @@ def _warnings_as_lines() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         # Looked up when a warning is shown, so the CLI does not import torch (via data.checks) up front.
         checks = sys.modules.get(f"{__package__}.data.checks")
-        if checks is not None and issubclass(category, checks.DataWarning):
+        if issubclass(category, RecipeDeprecation) or (checks is not None and issubclass(category, checks.DataWarning)):
             print(f"trainwell: warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)

@@ -88,11 +88,15 @@ def _section(name: str, info: FieldInfo, out: list[str]) -> None:
                 _section(f"{name}.{sub}", sub_info, out)
         return
     default = info.default
-    out.append(f"Tagged by `{name}.kind`; default `{getattr(default, 'kind', '')}`.\n")
+    about = f"{info.description} " if info.description else ""
+    out.append(f"{about}Tagged by `{name}.kind`; default `{getattr(default, 'kind', '')}`.\n")
     for m in members:
         kinds = ", ".join(f'`"{k}"`' for k in get_args(m.model_fields["kind"].annotation))
         out.append(f"### kind = {kinds}\n")
-        _table(m, f"{name}.", out, skip={"kind"})
+        if set(m.model_fields) == {"kind"}:        # a kind without keys: what it means
+            out.append(f"{' '.join((m.__doc__ or '').split())}\n")
+        else:
+            _table(m, f"{name}.", out, skip={"kind"})
 
 
 def render() -> str:

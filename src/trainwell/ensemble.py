@@ -1,11 +1,11 @@
 """Ensembles: several networks whose predictions are averaged.
 
-`train.ensemble`: N members, each from its own seed (init, shuffling, dropout, augmentation) or,
+`[train.average] kind = "ensemble"`: N members, each from its own seed (init, shuffling, dropout, augmentation) or,
 with bagging, also on a bootstrap resample of the training split (Breiman 1996). The split, the
 normalization and the validation and test rows are those of the recipe's seed, the same for every
 member. Member 1 trains from the recipe's seed itself, so it is the plain run of that recipe.
 
-`train.snapshots`: a snapshot ensemble (Huang et al. 2017): one run with a cosine schedule with
+`kind = "snapshots"`: a snapshot ensemble (Huang et al. 2017): one run with a cosine schedule with
 warm restarts, and the weights at the ends of its last K cycles (where the rate reaches its
 minimum) as the members.
 
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .averaging import evaluate_splits
 from .build import build
 from .errors import Interrupted
-from .loop import Callback, SplitTensors, Trainer
+from .finish import Finisher, Outcome, Save, evaluate_splits, plain_weights, pointer
+from .loop import SplitTensors, Trainer
 from .progress import ProgressBar
 from .schedules import cycle_end_steps
 from .seeding import seed_globals
@@ -50,8 +50,8 @@ def bootstrap_rows(n: int, seed: int) -> torch.Tensor:
 
 def member_rows(recipe, k: int, train: SplitTensors) -> SplitTensors:
     """The training rows of member k (0-based): the split itself, or its bootstrap resample."""
-    e = recipe.train.ensemble
-    if e.members < 2 or e.method != "bagging":
+    e = recipe.train.average
+    if e.kind != "ensemble" or e.method != "bagging":
         return train
     idx = bootstrap_rows(len(train), member_seeds(recipe.seed, e.members)[k]).to(train.x.device)
     return SplitTensors(train.x.index_select(0, idx), train.y.index_select(0, idx))
@@ -96,31 +96,33 @@ def mean_member(reports: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def _conclude_members(kind: str, models: list[nn.Module], reports: list[dict[str, Any]], trainer, prepared,
-                      save, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+                      save: Save, meta: dict[str, Any]) -> Outcome:
     """Evaluate every member and their ensemble; save each member as <kind>-K.safetensors."""
     for k, (model, report) in enumerate(zip(models, reports), start=1):
         report.update(evaluate_splits(trainer, prepared, model))
         report["checkpoint"] = save(f"{kind}-{k}.safetensors", model, {**meta, kind: k})
-    ensemble = Ensemble(models, combine_rule(trainer.setup.loss_kind, trainer.task)).eval()
+    ensemble = Ensemble(models, combine_rule(trainer.setup.loss_kind, trainer.setup.task)).eval()
     section = {"kind": "ensemble" if kind == "member" else "snapshots", **meta,
                f"{kind}s": reports, "mean_member": mean_member(reports), **evaluate_splits(trainer, prepared,
                                                                                             ensemble)}
-    return ensemble, section
+    return Outcome(ensemble, section, pointer([r["checkpoint"] for r in reports], ensemble=True))
 
 
-# ------------------------------------------------------------------------------ train.ensemble
-class EnsembleRun:
+# ------------------------------------------------------------------------------ kind = "ensemble"
+class EnsembleRun(Finisher):
     """Trains members 2..N after the run's own trainer (member 1) and averages them all."""
+
+    kind = "ensemble"
 
     def __init__(self, recipe, quiet: bool) -> None:
         self.recipe, self.quiet = recipe, quiet
 
     @classmethod
-    def from_recipe(cls, recipe, quiet: bool = True) -> EnsembleRun | None:
-        return cls(recipe, quiet) if recipe.train.ensemble.members > 1 else None
+    def from_recipe(cls, recipe, quiet: bool = True) -> EnsembleRun:
+        return cls(recipe, quiet)
 
-    def conclude(self, trainer: Trainer, prepared, save) -> tuple[nn.Module, dict[str, Any]]:
-        e = self.recipe.train.ensemble
+    def conclude(self, trainer: Trainer, prepared, save: Save) -> Outcome:
+        e = self.recipe.train.average
         seeds = member_seeds(self.recipe.seed, e.members)
         models = [trainer.model]
         reports = [self._summary(trainer, seeds[0])]
@@ -135,30 +137,32 @@ class EnsembleRun:
                                  {"size": e.members, "method": e.method})
 
     def _summary(self, trainer: Trainer, seed: int) -> dict[str, Any]:
-        st, n = trainer.state, len(trainer.train_data)
+        st, n = trainer.state, len(trainer.setup.train)
         out = {"seed": seed, "best_epoch": trainer.best_epoch_number, "stopped_epoch": st.stopped_epoch,
                "stop_reason": st.stop_reason}
-        if self.recipe.train.ensemble.method == "bagging":
+        if self.recipe.train.average.method == "bagging":
             out["distinct_train_rows"] = int(torch.unique(bootstrap_rows(n, seed)).numel())
         return out
 
     def _train_member(self, k: int, seed: int, first: Trainer, prepared) -> Trainer:
-        setup = build(self.recipe.replace(seed=seed), prepared, first.device,
+        setup = build(self.recipe.replace(seed=seed), prepared, first.setup.device,
                       train=member_rows(self.recipe, k, prepared.train))
         seed_globals(seed)                # dropout and any other draw from the global generators
         trainer = Trainer(setup, progress=ProgressBar() if ProgressBar.wanted(self.quiet) else None)
         try:
             trainer.fit()
         except Interrupted as exc:      # members after the first keep no checkpoint: say what a resume does
-            n, where = self.recipe.train.ensemble.members, first.run_dir
+            n, where = self.recipe.train.average.members, first.run_dir
             hint = f"; member 1 is saved, `trainwell resume {where}` trains members 2..{n} again" if where else ""
             raise Interrupted(f"{exc} (ensemble member {k + 1} of {n}){hint}") from None
         return trainer
 
 
-# ------------------------------------------------------------------------------ train.snapshots
-class Snapshots(Callback):
+# ------------------------------------------------------------------------------ kind = "snapshots"
+class Snapshots(Finisher):
     """Keeps the weights at the ends of the last K cosine cycles (cycle ends counted in steps)."""
+
+    kind = "snapshots"
 
     def __init__(self, k: int, schedule) -> None:
         self.k, self.schedule = k, schedule
@@ -167,11 +171,11 @@ class Snapshots(Callback):
         self.note: str | None = None
 
     @classmethod
-    def from_recipe(cls, recipe) -> Snapshots | None:
-        return cls(recipe.train.snapshots, recipe.schedule) if recipe.train.snapshots else None
+    def from_recipe(cls, recipe, quiet: bool = True) -> Snapshots:
+        return cls(recipe.train.average.count, recipe.schedule)
 
     def fit_start(self, trainer) -> None:
-        self._ends = set(cycle_end_steps(self.schedule, trainer.steps_per_epoch, trainer.total_steps))
+        self._ends = set(cycle_end_steps(self.schedule, trainer.setup.steps_per_epoch, trainer.setup.total_steps))
         due = min(self.k, sum(e <= trainer.state.step for e in self._ends))
         if len(self.kept) < due:
             self.note = (f"resumed at epoch {trainer.state.epoch} without {due - len(self.kept)} snapshot(s) "
@@ -189,15 +193,15 @@ class Snapshots(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kept = deque(zip(state["steps"], state["weights"]), maxlen=self.k)
 
-    def conclude(self, trainer: Trainer, prepared, save) -> tuple[nn.Module | None, dict[str, Any]]:
-        spe = trainer.steps_per_epoch
+    def conclude(self, trainer: Trainer, prepared, save: Save) -> Outcome:
+        spe = trainer.setup.steps_per_epoch
         extra = {"note": self.note} if self.note else {}
         if len(self.kept) < 2:
             st = trainer.state
-            return None, {"kind": "snapshots", "kept": len(self.kept), **extra,
+            return Outcome(None, {"kind": "snapshots", "kept": len(self.kept), **extra,
                           "reason": f"{len(self.kept)} cosine cycle(s) completed before training stopped at "
                                     f"epoch {st.stopped_epoch} ({st.stop_reason}); a snapshot ensemble needs "
-                                    "2, so the plain model is the run's model"}
+                                    "2, so the plain model is the run's model"}, plain_weights(trainer))
         models, reports = [], []
         for step, weights in self.kept:
             model = copy.deepcopy(trainer.model)

@@ -24,6 +24,10 @@ class RecipeError(TrainwellError):
         super().__init__(msg)
 
 
+class RecipeDeprecation(FutureWarning):
+    """A recipe key that still works but has a new name: shown as one line, the run goes on."""
+
+
 class DataError(TrainwellError):
     """The data cannot be loaded or does not fit the recipe."""
 

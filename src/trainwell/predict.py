@@ -1,6 +1,7 @@
-"""`trainwell predict RUN_DIR DATA`: the run's model on new rows: the ensemble of its members or
-snapshots when it kept them, its averaged weights when SWA/EMA ran, else the best epoch's weights
-(the last epoch's with `stopping.restore_best = false`): always the model `fit` returned and scored.
+"""`trainwell predict RUN_DIR DATA`: the run's model on new rows: always the model `fit` returned and
+scored, as its finisher recorded in metrics.json ("weights"): the ensemble of its members or
+snapshots, its averaged weights (SWA/EMA), else the best epoch's weights (the last epoch's with
+`stopping.restore_best = false`).
 
 New rows are encoded exactly like the training rows (data.json: feature columns, one-hot
 levels, input shape), then imputed and normalized with the statistics saved in the checkpoint
@@ -29,27 +30,39 @@ from .losses import LogSoftmaxHead, output_size
 from .metrics import probabilities
 from .models import build_model
 from .recipe import Recipe, load_recipe
-from .rundir import CHECKPOINTS, DATA_SCHEMA, RECIPE
+from .rundir import CHECKPOINTS, DATA_SCHEMA, METRICS, RECIPE
 
 
-def _checkpoint(run_dir: Path, restore_best: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(model weights, saved data statistics) of the weights the run ended with, the ones its metrics are
-    about: the averaged weights (SWA/EMA) when the run kept them; else, with `stopping.restore_best`, the
-    best epoch's (best checkpoint, or the best weights held in the last one); else the last epoch's."""
+def _legacy_weights(run_dir: Path, restore_best: bool) -> dict[str, Any] | None:
+    """For a folder without the "weights" entry of metrics.json (an older version, or a run stopped
+    before its end): the weights it would have returned, found by file name."""
+    folder = run_dir / CHECKPOINTS
+    for kind in ("member", "snapshot"):
+        found = sorted(folder.glob(f"{kind}-*.safetensors"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        if found:
+            return {"files": [f"{CHECKPOINTS}/{p.name}" for p in found], "tensors": "model", "ensemble": True}
     best = [("best.safetensors", "model"), ("last.safetensors", "best")]
     last = [("last.safetensors", "model")]
     for name, prefix in [("averaged.safetensors", "model"), *(best + last if restore_best else last + best)]:
-        path = run_dir / CHECKPOINTS / name
-        if path.is_file():
-            tensors, _ = load_checkpoint(path)
-            if unprefixed(prefix, tensors):
-                return unprefixed(prefix, tensors), tensors
-    raise RunDirError(f"{run_dir}: no checkpoint in {CHECKPOINTS}/; predict needs a finished run")
+        if (folder / name).is_file() and unprefixed(prefix, load_checkpoint(folder / name)[0]):
+            return {"files": [f"{CHECKPOINTS}/{name}"], "tensors": prefix, "ensemble": False}
+    return None
+
+
+def scored_weights(run_dir: Path, restore_best: bool) -> dict[str, Any]:
+    """Where the model the run returned and scored is: metrics.json's "weights" (the finisher's
+    answer, finish.py), else found by file name."""
+    metrics = run_dir / METRICS
+    pointer = json.loads(metrics.read_text()).get("weights") if metrics.is_file() else None
+    pointer = pointer or _legacy_weights(run_dir, restore_best)
+    if pointer is None:
+        raise RunDirError(f"{run_dir}: no checkpoint in {CHECKPOINTS}/; predict needs a finished run")
+    return pointer
 
 
 def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
-    """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema).
-    A run that kept ensemble members or snapshots gives their `Ensemble`."""
+    """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema): the model
+    the run returned (its ensemble, averaged weights or best/last epoch's weights, see scored_weights)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run folder not found; give the folder `trainwell fit` wrote (--out)")
@@ -58,28 +71,14 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.T
                           "version)")
     schema = json.loads((run_dir / DATA_SCHEMA).read_text())
     recipe = load_recipe(run_dir / RECIPE)
-    files = _ensemble_files(run_dir)
-    if files:
-        loaded = [load_checkpoint(path)[0] for path in files]
-        models = [_network(recipe, schema, unprefixed("model", t)) for t in loaded]
-        model, tensors = Ensemble(models, combine_rule(schema["loss"], schema["task"])), loaded[0]
-    else:
-        weights, tensors = _checkpoint(run_dir, recipe.stopping.restore_best)
-        model = _network(recipe, schema, weights)
+    pointer = scored_weights(run_dir, recipe.stopping.restore_best)
+    loaded = [load_checkpoint(run_dir / name)[0] for name in pointer["files"]]
+    models = [_network(recipe, schema, unprefixed(pointer["tensors"], t)) for t in loaded]
+    model = Ensemble(models, combine_rule(schema["loss"], schema["task"])) if pointer["ensemble"] else models[0]
     model.eval()
     normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)
-    normalizer.load_state_dict(unprefixed("normalizer", tensors))
-    return recipe, model, normalizer, tensors.get("impute.values"), schema
-
-
-def _ensemble_files(run_dir: Path) -> list[Path]:
-    """checkpoints/member-K (train.ensemble) or snapshot-K (train.snapshots) files, in order of K."""
-    for kind in ("member", "snapshot"):
-        found = sorted((run_dir / CHECKPOINTS).glob(f"{kind}-*.safetensors"),
-                       key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-        if found:
-            return found
-    return []
+    normalizer.load_state_dict(unprefixed("normalizer", loaded[0]))
+    return recipe, model, normalizer, loaded[0].get("impute.values"), schema
 
 
 def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:

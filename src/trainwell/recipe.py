@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import RecipeError
+from .errors import RecipeDeprecation, RecipeError
 from .recipe_errors import KNOWN_DIRECTIONS, drop_unknown, format_errors, set_dotted, unknown_key_problems
 from .recipe_errors import field_keys as _keys
 from .search.space import SearchSection, space_problems
@@ -385,25 +386,54 @@ class RegularizationSection(Section):
 
 
 # --------------------------------------------------------------------------------------- train
-class SWASection(Section):
-    start_epoch: int | None = _field(None, "Stochastic weight averaging (torch.optim.swa_utils): the weights at "
-                                     "the end of this epoch (1-based) and of every later one are averaged; "
-                                     "unset = off.", ge=1)
+class NoAverage(Section):
+    """The run returns its own network (the best epoch's weights with stopping.restore_best)."""
+    kind: Literal["none"]
+
+
+class EMAAverage(Section):
+    kind: Literal["ema"]
+    decay: float = _field(0.99, "Exponential moving average of the weights, updated every optimizer step, buffers (batch-norm statistics) included: "
+                          "avg <- decay*avg + (1-decay)*w.", gt=0, lt=1)
+
+
+class SWAAverage(Section):
+    kind: Literal["swa"]
+    start_epoch: int | None = _field(
+        None, "Stochastic weight averaging (Izmailov et al. 2018, torch.optim.swa_utils): the weights at the end "
+        "of this epoch (1-based) and of every later one are averaged with equal weights; unset = the last quarter "
+        "of the epochs, at least the last one (train.epochs - max(1, train.epochs // 4) + 1).", ge=1)
     lr: float | None = _field(None, "Learning rate the SWA phase anneals to (as SWALR) and then keeps; unset = "
                               "the schedule's rate continues.", gt=0)
-    anneal_epochs: int = _field(1, "Epochs over which the rate goes from the schedule's to swa.lr (per step; "
+    anneal_epochs: int = _field(1, "Epochs over which the rate goes from the schedule's to lr (per step; "
                                 "0 = at once).", ge=0)
     anneal_strategy: Literal["cos", "linear"] = _field("cos", "Shape of that annealing.")
     update_bn: bool = _field(True, "Recompute the batch-norm statistics of the averaged weights with one pass "
                              "over the training rows (torch.optim.swa_utils.update_bn).")
 
 
-class EnsembleSection(Section):
-    members: int = _field(1, "Networks trained and averaged (probabilities for classification, outputs for "
-                          "regression); 1 = no ensemble.", ge=1, le=100)
+class SnapshotsAverage(Section):
+    kind: Literal["snapshots"]
+    count: int = _field(3, "Snapshot ensemble (Huang et al. 2017; needs schedule.kind = \"cosine_restarts\"): "
+                        "keep the weights at the ends of the last `count` cosine cycles and average their "
+                        "predictions.", ge=2)
+
+
+class EnsembleAverage(Section):
+    kind: Literal["ensemble"]
+    members: int = _field(5, "Networks trained and their predictions averaged (probabilities for "
+                          "classification, outputs for regression); member 1 is the plain run of the recipe.",
+                          ge=2, le=100)
     method: Literal["seeds", "bagging"] = _field(
         "seeds", "seeds: member k trains from its own seed (init, shuffling, dropout), derived from `seed`; "
         "bagging: each member also trains on a bootstrap resample of the training split.")
+
+
+Average = Annotated[Union[NoAverage, EMAAverage, SWAAverage, SnapshotsAverage, EnsembleAverage],
+                    Field(discriminator="kind")]
+
+# The keys [train.average] replaced: still read (deprecated), as the `kind` they switch on.
+OLD_AVERAGE_KEYS = ("ensemble", "snapshots", "swa", "ema_decay")
 
 
 class TrainSection(Section):
@@ -420,13 +450,23 @@ class TrainSection(Section):
         "seeded, resumed exactly).")
     device: Literal["auto", "cpu", "cuda", "mps"] = _field("auto", "Device; auto picks an accelerator if present.")
     threads: int = _field(0, "CPU threads for torch (0 = torch's default).", ge=0)
-    ema_decay: float = _field(0.0, "Exponential moving average of the weights (and batch-norm buffers), updated "
-                              "every optimizer step: avg <- decay*avg + (1-decay)*w; 0 = off.", ge=0, lt=1)
-    snapshots: int = _field(0, "Snapshot ensemble (Huang et al. 2017): keep the weights at the ends of the last "
-                            "K cosine cycles (schedule.kind = \"cosine_restarts\") and average their "
-                            "predictions; 0 = off.", ge=0)
-    swa: SWASection = SWASection()
-    ensemble: EnsembleSection = EnsembleSection()
+    average: Average = _field(NoAverage(kind="none"), "What the run returns: its own network, or an average of "
+                              "weights or of networks, one kind at a time. The keys it replaced (train.ema_decay, "
+                              "train.swa.*, train.snapshots, train.ensemble.*) are still read, with a one-line "
+                              "deprecation warning.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _average_defaults(cls, data: Any) -> Any:
+        """[train.average] given without `kind` keeps "none"; SWA's start epoch defaults to the last quarter."""
+        if not isinstance(data, dict) or not isinstance(data.get("average"), dict):
+            return data
+        avg = {"kind": "none", **data["average"]}
+        if avg["kind"] == "swa" and avg.get("start_epoch") is None:
+            epochs = data.get("epochs", cls.model_fields["epochs"].default)
+            if isinstance(epochs, int):
+                avg["start_epoch"] = epochs - max(1, epochs // 4) + 1
+        return {**data, "average": avg}
 
 
 # ------------------------------------------------------------------------------------ stopping
@@ -483,28 +523,56 @@ class WatchSection(Section):
 
 
 def _check_averaging(recipe: Recipe) -> None:
-    """Ensembles, snapshots, SWA and EMA each decide which model a run returns: one at a time."""
-    t = recipe.train
-    on = [name for name, active in (("train.ensemble.members", t.ensemble.members > 1),
-                                    ("train.snapshots", t.snapshots > 0),
-                                    ("train.swa.start_epoch", t.swa.start_epoch is not None),
-                                    ("train.ema_decay", t.ema_decay > 0)) if active]
-    if len(on) > 1:
-        raise ValueError(f"{on[1]}: cannot be combined with {on[0]}; set one of train.ensemble, train.snapshots, "
-                         "train.swa, train.ema_decay")
-    if t.snapshots == 1:
-        raise ValueError("train.snapshots: got 1, a snapshot ensemble needs at least 2 (0 = off)")
-    if t.snapshots and recipe.schedule.kind != "cosine_restarts":
-        raise ValueError(f"train.snapshots: needs schedule.kind = \"cosine_restarts\", got "
+    avg, epochs = recipe.train.average, recipe.train.epochs
+    if avg.kind == "snapshots" and recipe.schedule.kind != "cosine_restarts":
+        raise ValueError(f"train.average.kind: \"snapshots\" needs schedule.kind = \"cosine_restarts\", got "
                          f"{recipe.schedule.kind!r}")
-    if t.snapshots and _cycles(recipe.schedule, t.epochs) < t.snapshots:
+    if avg.kind == "snapshots" and _cycles(recipe.schedule, epochs) < avg.count:
         s = recipe.schedule
-        raise ValueError(f"train.snapshots: got {t.snapshots}, but train.epochs = {t.epochs} completes only "
-                         f"{_cycles(s, t.epochs)} cosine cycle(s) (schedule.cycle_epochs = {s.cycle_epochs}, "
+        raise ValueError(f"train.average.count: got {avg.count}, but train.epochs = {epochs} completes only "
+                         f"{_cycles(s, epochs)} cosine cycle(s) (schedule.cycle_epochs = {s.cycle_epochs}, "
                          f"cycle_mult = {s.cycle_mult}, warmup_epochs = {s.warmup_epochs:g})")
-    if t.swa.start_epoch is not None and t.swa.start_epoch > t.epochs:
-        raise ValueError(f"train.swa.start_epoch: got {t.swa.start_epoch}, after the last epoch "
-                         f"(train.epochs = {t.epochs})")
+    if avg.kind == "swa" and avg.start_epoch > epochs:
+        raise ValueError(f"train.average.start_epoch: got {avg.start_epoch}, after the last epoch "
+                         f"(train.epochs = {epochs})")
+
+
+def read_old_average_keys(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A raw recipe with train.ema_decay / train.swa / train.snapshots / train.ensemble (the keys before
+    [train.average]) rewritten as [train.average], and the one-line deprecation message (None when
+    there were none). Two of them switched on, or one with [train.average] also given, is refused."""
+    train = raw.get("train")
+    if not isinstance(train, dict) or not any(k in train for k in OLD_AVERAGE_KEYS):
+        return raw, None
+    train = dict(train)
+    old = {k: train.pop(k) for k in list(train) if k in OLD_AVERAGE_KEYS}
+    table = lambda key: old.get(key) if isinstance(old.get(key), dict) else {}      # noqa: E731
+    swa, ens = table("swa"), table("ensemble")
+    on = {}
+    if isinstance(ens.get("members"), int) and ens["members"] > 1:
+        on["train.ensemble.members"] = {"kind": "ensemble", **ens}
+    if old.get("snapshots"):
+        on["train.snapshots"] = {"kind": "snapshots", "count": old["snapshots"]}
+    if swa.get("start_epoch") is not None:
+        on["train.swa.start_epoch"] = {"kind": "swa", **swa}
+    if old.get("ema_decay"):
+        on["train.ema_decay"] = {"kind": "ema", "decay": old["ema_decay"]}
+    names = ", ".join(f"train.{k}" for k in old)
+    if len(on) > 1:
+        first, second = list(on)[:2]
+        raise RecipeError([f"{second}: cannot be combined with {first}; a run averages one way at a time: "
+                           "set one [train.average] kind"])
+    given = train.get("average")
+    if on and isinstance(given, dict) and given.get("kind", "none") != "none":
+        raise RecipeError([f"{next(iter(on))}: cannot be combined with train.average.kind = "
+                           f"{given['kind']!r}; set [train.average] only"])
+    if on:
+        train["average"] = next(iter(on.values()))
+    average = train.get("average") or {"kind": "none"}
+    shown = ", ".join(f"{k} = {_toml_value(v)}" for k, v in average.items() if v is not None)
+    message = (f"{names}: deprecated, read as [train.average] {shown}; write that instead "
+               "(trainwell recipe prints the new form)")
+    return {**raw, "train": train}, message
 
 
 def _cycles(schedule: CosineRestartsSchedule, epochs: int) -> int:
@@ -582,8 +650,9 @@ class Recipe(Section):
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str | None = None) -> Recipe:
-        raw = dict(raw)
-
+        raw, deprecated = read_old_average_keys(dict(raw))
+        if deprecated:
+            warnings.warn(deprecated, RecipeDeprecation, stacklevel=2)
         problems = unknown_key_problems(cls, raw)
         try:
             recipe = cls.model_validate(drop_unknown(cls, raw))

@@ -67,8 +67,8 @@ TECHNIQUES = (
     Technique("random crop", lambda r: r.data.augment.crop_padding > 0, {"data.augment.crop_padding": 0}),
     Technique("flips", lambda r: r.data.augment.hflip > 0 or r.data.augment.vflip > 0,
               {"data.augment.hflip": 0.0, "data.augment.vflip": 0.0}),
-    Technique("EMA of weights", lambda r: r.train.ema_decay > 0, {"train.ema_decay": 0.0}),
-    Technique("SWA", lambda r: r.train.swa.start_epoch is not None, {"train.swa.start_epoch": None}),
+    Technique("EMA of weights", lambda r: r.train.average.kind == "ema", {"train.average": {"kind": "none"}}),
+    Technique("SWA", lambda r: r.train.average.kind == "swa", {"train.average": {"kind": "none"}}),
 )
 
 
