@@ -298,3 +298,18 @@ def test_the_finisher_tells_predict_which_weights_the_run_scored(tiny, tmp_path,
     del metrics["weights"]
     (tmp_path / "run" / "metrics.json").write_text(json.dumps(metrics))
     np.testing.assert_allclose(predict(tmp_path / "run", rows)["prob_1"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_recipe_with_the_old_keys_resumes_under_the_new_ones():
+    """A run started before [train.average]: its checkpoint's recipe names train.ema_decay; resuming it
+    with today's recipe.toml finds no difference, and a real change is still listed."""
+    from trainwell.resuming import recipe_differences
+
+    recipe = load_recipe(None, {"train.average": {"kind": "ema", "decay": 0.9}})
+    saved = recipe.to_dict()
+    del saved["train"]["average"]
+    saved["train"].update(ema_decay=0.9, snapshots=0, ensemble={"members": 1, "method": "seeds"},
+                          swa={"start_epoch": None, "lr": None})
+    assert recipe_differences(saved, recipe) == []
+    other = load_recipe(None, {"train.average": {"kind": "ema", "decay": 0.8}})
+    assert recipe_differences(saved, other) == ["train.average.decay: 0.9 -> 0.8"]

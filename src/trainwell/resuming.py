@@ -16,8 +16,8 @@ from typing import Any
 from .api import fit
 from .callbacks import StopReason
 from .checkpoint import MANIFEST, load_checkpoint, read_manifest
-from .errors import CheckpointError, RunDirError
-from .recipe import Recipe, load_recipe
+from .errors import CheckpointError, RecipeError, RunDirError
+from .recipe import Recipe, load_recipe, read_old_average_keys
 from .rundir import CHECKPOINTS, LAST, METRICS, RECIPE, run_lock, sweep_temp_files
 
 # Keys that do not change what a step computes or what the saved state means.
@@ -68,7 +68,7 @@ def _last_state(run_dir: Path) -> tuple[dict, dict] | None:
 
 def recipe_differences(saved: dict[str, Any], current: Recipe) -> list[str]:
     """`key: saved -> current` for every key outside MAY_CHANGE that differs."""
-    a, b = _flatten(saved), _flatten(json.loads(json.dumps(current.to_dict())))
+    a, b = _flatten(_current_keys(saved)), _flatten(json.loads(json.dumps(current.to_dict())))
     lines = []
     for key in sorted(set(a) | set(b)):
         if any(key == m or (m.endswith(".") and key.startswith(m)) for m in MAY_CHANGE):
@@ -76,6 +76,17 @@ def recipe_differences(saved: dict[str, Any], current: Recipe) -> list[str]:
         if a.get(key, _ABSENT) != b.get(key, _ABSENT):
             lines.append(f"{key}: {_show(a.get(key, _ABSENT))} -> {_show(b.get(key, _ABSENT))}")
     return lines
+
+
+def _current_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's recipe with keys renamed since it was written ([train.average]) in today's names."""
+    raw, deprecated = read_old_average_keys(saved)
+    if deprecated is None:
+        return saved
+    try:
+        return json.loads(json.dumps(Recipe.from_dict(raw).to_dict()))
+    except RecipeError:
+        return saved
 
 
 def _check_same_run(meta: dict[str, Any], recipe: Recipe, run_dir: Path) -> None:
