@@ -36,13 +36,14 @@ def test_every_component_round_trips_through_a_checkpoint_by_name():
     recipe = load_recipe(None, ALL)
     first = _trainer(recipe)
     first.fit()
-    assert set(first.components) == {"monitor", "stopper", "plateau", "guard"}
+    assert set(first.setup.components) == {"monitor", "stopper", "plateau", "guard"}
     tensors, meta = first.state_dict()
     fresh = _trainer(recipe)
-    assert any(fresh.components[n].state_dict() != first.components[n].state_dict() for n in first.components)
+    before, after = fresh.setup.components, first.setup.components
+    assert any(before[n].state_dict() != after[n].state_dict() for n in after)
     fresh.load_state_dict(tensors, meta)
-    for name, component in first.components.items():
-        assert fresh.components[name].state_dict() == component.state_dict(), name
+    for name, component in first.setup.components.items():
+        assert fresh.setup.components[name].state_dict() == component.state_dict(), name
 
 
 def test_a_new_component_is_saved_and_restored_without_editing_the_loop():

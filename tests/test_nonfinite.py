@@ -81,7 +81,7 @@ def test_detection_reads_the_device_only_at_boundaries(tmp_path, monkeypatch):
     real = loop.all_finite
     monkeypatch.setattr(loop, "all_finite", lambda ts: calls.append(len(ts)) or real(ts))
     run = tw.fit(out=tmp_path / "run", quiet=True, **{**DIVERGES, "optimizer.lr": 0.01, "train.epochs": 3})
-    batches = run.extras["trainer"].batches_per_epoch        # one step per batch (no accumulation)
+    batches = run.extras["trainer"].setup.batches_per_epoch        # one step per batch (no accumulation)
     inside = [(e, b) for e in range(3) for b in range(1, batches) if (e * batches + b) % 2 == 0]
     assert run.metrics["stop_reason"] == "finished" and run.extras["trainer"].state.step == 3 * batches
     assert len(calls) == 3 + len(inside)          # epoch ends + mid-epoch checkpoints, not 3 * batches

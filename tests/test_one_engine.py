@@ -34,7 +34,7 @@ def steps(monkeypatch):
 def test_fit_the_lr_range_test_and_the_overfit_check_all_step_through_train_step(steps):
     recipe = load_recipe(None, {**SMALL, "train.accumulate": 2, "train.epochs": 2})
     run = tw.fit(recipe, out=False, quiet=True)
-    assert len(steps) == run.extras["trainer"].state.step == 2 * run.extras["trainer"].steps_per_epoch
+    assert len(steps) == run.extras["trainer"].state.step == 2 * run.extras["trainer"].setup.steps_per_epoch
     steps.clear()
     range_test(recipe, steps=12)
     assert len(steps) == 12                      # one optimizer step per `accumulate` batches

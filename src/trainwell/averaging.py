@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from .ensemble import EnsembleRun, Snapshots
 from .finish import Finisher, Outcome, Save, evaluate_splits, plain_weights, pointer
+from .loop import has_batchnorm
 
 AVERAGED = "averaged.safetensors"
 
@@ -38,10 +39,6 @@ def training_batches(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     cannot take its statistics from one row)."""
     batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
     return [b for b in batches if len(b) > 1] or batches
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 class WeightAveraging(Finisher):

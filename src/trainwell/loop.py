@@ -38,15 +38,14 @@ from torch import nn
 from . import checkpoint as ckpt
 from . import metrics as M
 from . import runstate
+from .build import Settings
 from .callbacks import StopReason
-from .callbacks.nonfinite import all_finite
+from .callbacks.nonfinite import NonFiniteGuard, all_finite
 from .errors import Interrupted
 from .interrupts import InterruptFlag
 from .rundir import BEST, CHECKPOINTS, HISTORY, LAST, atomic_write_text, history_csv
 from .runstate import EpochCursor, LoopState
 from .step import optimizer_step, train_step
-
-GOOD_STATES = 3       # rollback policy: good states kept in memory (each one model + optimizer state)
 
 __all__ = ["Callback", "EpochCursor", "LoopState", "SplitTensors", "Trainer"]
 
@@ -80,63 +79,60 @@ class Callback:
 class Trainer:
     def __init__(self, setup, *, run_dir: Path | None = None, extra_tensors: dict[str, torch.Tensor] | None = None,
                  callbacks: list[Callback] | None = None, progress=None):
-        self.setup, self.settings = setup, setup.settings
-        self.model, self.loss_fn, self.optimizer = setup.model, setup.loss_fn, setup.optimizer
-        self.task, self.n_classes, self.device = setup.task, setup.n_classes, setup.device
-        self.train_data, self.val_data = setup.train, setup.val
-        self.batches_per_epoch, self.steps_per_epoch = setup.batches_per_epoch, setup.steps_per_epoch
-        self.total_steps = setup.total_steps
-        self.components = setup.components
-        self.monitor, self.stopper = setup.components["monitor"], setup.components.get("stopper")
-        self.plateau, self.guard = setup.components.get("plateau"), setup.components["guard"]
+        self.setup = setup
+        self.model = setup.model                          # the finisher may swap in the returned model
         self.run_dir = run_dir
         self.extra_tensors = extra_tensors or {}      # e.g. normalizer statistics, saved with checkpoints
         self.callbacks = callbacks or []
         self.progress = progress
         self.state = LoopState()
-        self.metrics = M.build_metrics(self.task, self.n_classes).to(self.device)
+        self.metrics = M.build_metrics(setup.task, setup.n_classes).to(setup.device)
         self.best_state: dict[str, torch.Tensor] | None = None
-        self._has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
         self.interrupts: InterruptFlag | None = None      # set while fit runs
         self.data_fingerprint: str | None = None
-        self._good: list[bytes] = []                      # last good states, serialized (rollback policy)
-        self._every_seconds = self.settings.every_minutes * 60 or math.inf
-        self._saves_mid_epoch = bool(self.settings.every_steps or self.settings.every_minutes) and (
-            run_dir is not None or self.guard.keeps_snapshots)
         self._next_save = math.inf
         self._fault = False
         self.apply_lr()
 
+    @property
+    def settings(self) -> Settings:
+        return self.setup.settings
+
+    @property
+    def guard(self) -> NonFiniteGuard:
+        return self.setup.components["guard"]
+
     def apply_lr(self) -> None:
         """Set each parameter group's LR for the next step: the one place the LR is written."""
-        for group, lr in zip(self.optimizer.param_groups, self.setup.lr(self.state.step)):
+        for group, lr in zip(self.setup.optimizer.param_groups, self.setup.lr(self.state.step)):
             group["lr"] = lr
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        return self.setup.optimizer.param_groups[0]["lr"]
 
     # ------------------------------------------------------------------------------ one epoch
     def _batches(self) -> torch.Tensor:
         """This epoch's row order (batch b is rows [b * batch_size, (b + 1) * batch_size))."""
-        n = len(self.train_data)
+        n = len(self.setup.train)
         bs = self.settings.batch_size
         if self.settings.sampler == "balanced":
-            perm = balanced_rows(self.train_data.y, self.setup.shuffle).to(self.device)
+            perm = balanced_rows(self.setup.train.y, self.setup.shuffle).to(self.setup.device)
         else:
-            perm = torch.randperm(n, generator=self.setup.shuffle).to(self.device)
+            perm = torch.randperm(n, generator=self.setup.shuffle).to(self.setup.device)
         if self.settings.drop_last:
-            perm = perm[: self.batches_per_epoch * bs]
-        elif self._has_batchnorm and n % bs == 1 and n > 1:
+            perm = perm[: self.setup.batches_per_epoch * bs]
+        elif n % bs == 1 and n > 1 and has_batchnorm(self.model):
             perm = perm[:-1]           # batch norm cannot train on a batch of one row
         return perm
 
     def _new_cursor(self) -> EpochCursor:
         perm = self._batches()
-        regression_targets = self.task == "regression" and self.train_data.y.dim() > 1
+        task, device = self.setup.task, self.setup.device
+        regression_targets = task == "regression" and self.setup.train.y.dim() > 1
         preds = None if regression_targets else torch.zeros(
-            len(perm), dtype=torch.float32 if self.task == "regression" else torch.long, device=self.device)
-        zero = torch.zeros((), device=self.device)
+            len(perm), dtype=torch.float32 if task == "regression" else torch.long, device=device)
+        zero = torch.zeros((), device=device)
         return EpochCursor(perm, zero, zero.clone(), preds)
 
     def train_epoch(self) -> dict[str, float]:
@@ -168,11 +164,11 @@ class Trainer:
         cur.batch += 1
         last = cur.batch >= n_batches
         close = cur.pending + 1 >= self.settings.accumulate or last
-        data = self.train_data
+        data = self.setup.train
         result = train_step(self.setup, data.x.index_select(0, idx), data.y.index_select(0, idx), close=close,
                             careful=self.guard.careful)
         if cur.preds is not None:
-            cur.preds[start:start + len(idx)] = M.predictions(result.out.detach(), self.task)
+            cur.preds[start:start + len(idx)] = M.predictions(result.out.detach(), self.setup.task)
         if result.skipped == "batch":              # replay after a rollback: skip the bad batch
             if not self.guard.may_skip("skip_batch", epoch=st.epoch + 1, batch=cur.batch):
                 self._fault = True
@@ -206,7 +202,7 @@ class Trainer:
         train_loss = float(cur.loss_sum) / counted if counted else math.nan
         row = {"train_loss": train_loss, "grad_norm": float(cur.norm_sum) / max(cur.n_steps, 1)}
         if cur.preds is not None and math.isfinite(train_loss):
-            y = self.train_data.y[cur.perm[:seen]]
+            y = self.setup.train.y[cur.perm[:seen]]
             row.update({f"train_{k}": v for k, v in M.compute(self.metrics, cur.preds[:seen], y).items()})
         return row
 
@@ -221,24 +217,24 @@ class Trainer:
         outs = [model(data.x[i:i + size]) for i in range(0, len(data), size)]
         model.train(was_training)
         out = torch.cat(outs)
-        result = {"loss": float(self.loss_fn(out, data.y))}
+        result = {"loss": float(self.setup.loss_fn(out, data.y))}
         if math.isfinite(result["loss"]) and bool(torch.isfinite(out).all()):
-            result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y,
-                                    M.probabilities(out, self.task, self.setup.loss_kind)))
+            result.update(M.compute(self.metrics, M.predictions(out, self.setup.task), data.y,
+                                    M.probabilities(out, self.setup.task, self.setup.loss_kind)))
         return result
 
     # ------------------------------------------------------------------------------ the run
     def fit(self) -> LoopState:
         st = self.state
         if self.run_dir is not None and self.data_fingerprint is None:
-            self.data_fingerprint = runstate.fingerprint(self.train_data, self.val_data)
+            self.data_fingerprint = runstate.fingerprint(self.setup.train, self.setup.val)
         for cb in self.callbacks:
             cb.fit_start(self)
         if self.progress is not None:
-            self.progress.start(self.settings.epochs, self.batches_per_epoch, initial_epoch=st.epoch)
-        if self.guard.keeps_snapshots and not self._good:
-            self._good = [ckpt.encode(*self.state_dict(), "the initial state")]
-        self._next_save = time.monotonic() + self._every_seconds
+            self.progress.start(self.settings.epochs, self.setup.batches_per_epoch, initial_epoch=st.epoch)
+        if self.guard.keeps_snapshots and not self.guard.remembers:
+            self.guard.remember(ckpt.encode(*self.state_dict(), "the initial state"))
+        self._next_save = time.monotonic() + self._every_seconds()
         try:
             with InterruptFlag() as self.interrupts:
                 while st.epoch < self.settings.epochs and st.stop_reason is None:
@@ -266,7 +262,8 @@ class Trainer:
         if not healthy and self.guard.decide() == "rollback":
             self._rollback()
             return
-        val_row = self.evaluate(self.val_data) if self.val_data is not None and len(self.val_data) else {}
+        val = self.setup.val
+        val_row = self.evaluate(val) if val is not None and len(val) else {}
         row = {"epoch": st.epoch + 1, "train_loss": train_row.pop("train_loss"),
                "val_loss": val_row.pop("loss", None), "lr": self.lr, "grad_norm": train_row.pop("grad_norm"),
                "seconds": time.perf_counter() - tic}
@@ -287,7 +284,7 @@ class Trainer:
             if reason is not None and st.stop_reason is None:
                 st.stop_reason, st.stopped_epoch = str(reason), st.epoch
         if healthy:
-            self._write_state(best=self.settings.save_best and self.monitor.improved)
+            self._write_state(best=self.settings.save_best and self.setup.components["monitor"].improved)
         if self.run_dir is not None:
             atomic_write_text(self.run_dir / HISTORY, history_csv(st.history))
         if self.progress is not None:
@@ -297,36 +294,33 @@ class Trainer:
 
     def _decide(self, row: dict[str, Any]) -> None:
         """Plateau, best epoch and early stopping: each reads the recorded row."""
-        st = self.state
-        if self.plateau is not None:
-            self.plateau.update(_monitored(row, self.settings.plateau_monitor, "schedule.monitor"),
+        st, c = self.state, self.setup.components
+        if "plateau" in c:
+            c["plateau"].update(_monitored(row, self.settings.plateau_monitor, "schedule.monitor"),
                                 self.setup.base_lrs[0])
         self.apply_lr()
         value = _monitored(row, self.settings.monitor, "stopping.monitor")
-        self.monitor.update(st.epoch, value)
-        if self.monitor.improved:
+        c["monitor"].update(st.epoch, value)
+        if c["monitor"].improved:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.stopper is not None:
-            stop, reason = self.stopper.update(st.epoch, value)
+        if "stopper" in c:
+            stop, reason = c["stopper"].update(st.epoch, value)
             if stop:
                 st.stop_reason, st.stopped_epoch = reason.value, st.epoch
 
     @property
     def best_epoch_number(self) -> int:
-        return self.monitor.best_epoch or self.state.epoch
+        return self.setup.components["monitor"].best_epoch or self.state.epoch
 
     # ------------------------------------------------------------------------------ faults
     def _weights(self) -> list[torch.Tensor]:
         return [t for t in self.model.state_dict().values() if t.is_floating_point()]
 
     def _rollback(self) -> None:
-        """Back to the last good state with a smaller LR; the guard keeps its own record. When the
-        replay from that state failed too, it was finite but already diverging: go one further back."""
-        if self.guard.consecutive and len(self._good) > 1:
-            self._good.pop()
+        """Back to the guard's restore point with a smaller LR; the guard keeps its own record."""
         where = {"epoch": self.state.epoch + 1, "at_step": self.state.step}
         guard = self.guard.state_dict()
-        self.load_state_dict(*ckpt.decode(self._good[-1], "the last good state"))
+        self.load_state_dict(*ckpt.decode(self.guard.restore_point(), "the last good state"))
         self.guard.load_state_dict(guard)
         self.guard.rolled_back(**where, to_step=self.state.step)
         self.apply_lr()
@@ -354,15 +348,20 @@ class Trainer:
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         runstate.restore(self, tensors, meta)
 
+    def _every_seconds(self) -> float:
+        return self.settings.every_minutes * 60 or math.inf
+
     def _save_due(self) -> bool:
-        if not self._saves_mid_epoch:
+        """A mid-epoch `last` (or, under the rollback policy, a good state in memory) is due."""
+        s = self.settings
+        if not (s.every_steps or s.every_minutes) or (self.run_dir is None and not self.guard.keeps_snapshots):
             return False
         every = self.settings.every_steps
         return bool(every and self.state.step % every == 0) or time.monotonic() >= self._next_save
 
     def _save_mid_epoch(self) -> bool:
         """`last` at a step boundary inside an epoch; False (nothing written) when not finite."""
-        self._next_save = time.monotonic() + self._every_seconds
+        self._next_save = time.monotonic() + self._every_seconds()
         cur = self.state.cursor
         if not all_finite([cur.loss_sum, cur.norm_sum, *self._weights()]):
             return False
@@ -377,16 +376,19 @@ class Trainer:
         files = {}
         if want_last or self.guard.keeps_snapshots:
             data = ckpt.encode(*self.state_dict(), LAST)
-            if self.guard.keeps_snapshots:
-                self._good = [*self._good[-(GOOD_STATES - 1):], data]
+            self.guard.remember(data)
             if want_last:
                 files[LAST] = data
         if best and self.run_dir is not None:
             files[BEST] = ckpt.encode({**ckpt.prefixed("model", self.model.state_dict()), **self.extra_tensors},
                                       {"epoch": self.state.epoch, "monitor": self.settings.monitor,
-                                       "value": self.monitor.best}, BEST)
+                                       "value": self.setup.components["monitor"].best}, BEST)
         if files:
             ckpt.write_files(self.run_dir / CHECKPOINTS, files)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def balanced_rows(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -70,7 +70,7 @@ class LoopState:
 
 def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything a resume needs from Trainer `tr`: (tensors, JSON-able metadata)."""
-    opt_tensors, opt_meta = ckpt.optimizer_to_flat(tr.optimizer)
+    opt_tensors, opt_meta = ckpt.optimizer_to_flat(tr.setup.optimizer)
     tensors = {**ckpt.prefixed("model", tr.model.state_dict()), **ckpt.prefixed("optim", opt_tensors),
                **tr.extra_tensors, "rng.torch": torch.get_rng_state(), "rng.shuffle": tr.setup.shuffle.get_state()}
     if tr.setup.augment is not None:
@@ -83,7 +83,7 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "rng_numpy": _np_state(), "rng_python": _py_state(),
             "recipe": tr.settings.record, "data_sha256": tr.data_fingerprint, "cursor": None,
             "callbacks": {}}
-    for name, component in tr.components.items():
+    for name, component in tr.setup.components.items():
         meta[name] = component.state_dict()
     for key, cb in _named(tr.callbacks):
         state = cb.state_dict()
@@ -101,12 +101,12 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Put a captured state back into Trainer `tr` (built from the same recipe and data)."""
     _check_data(tr, meta.get("data_sha256"))
     load_model(tr.model, ckpt.unprefixed("model", tensors), "the checkpoint")
-    tr.optimizer.load_state_dict(ckpt.optimizer_from_flat(ckpt.unprefixed("optim", tensors), meta["optimizer"]))
+    tr.setup.optimizer.load_state_dict(ckpt.optimizer_from_flat(ckpt.unprefixed("optim", tensors), meta["optimizer"]))
     tr.best_state = ckpt.unprefixed("best", tensors) or None
     st = tr.state
     st.epoch, st.step, st.history = meta["epoch"], meta["step"], [dict(r) for r in meta["history"]]
     st.stop_reason, st.stopped_epoch = meta["stop_reason"], meta["stopped_epoch"]
-    for name, component in tr.components.items():
+    for name, component in tr.setup.components.items():
         if meta.get(name):
             component.load_state_dict(meta[name])
     torch.set_rng_state(tensors["rng.torch"])
@@ -115,10 +115,10 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         tr.setup.augment.load_state_dict({"generator": tensors["rng.augment"]})
     _set_np_state(meta["rng_numpy"])
     _set_py_state(meta["rng_python"])
-    st.cursor = None if meta.get("cursor") is None else EpochCursor.from_flat(tensors, meta["cursor"], tr.device)
+    st.cursor = None if meta.get("cursor") is None else EpochCursor.from_flat(tensors, meta["cursor"], tr.setup.device)
     for key, cb in _named(tr.callbacks):
         if key in meta.get("callbacks", {}):
-            cb.load_state_dict(_join(meta["callbacks"][key], tensors, tr.device))
+            cb.load_state_dict(_join(meta["callbacks"][key], tensors, tr.setup.device))
     grads = ckpt.unprefixed("grad", tensors)
     for name, p in tr.model.named_parameters():
         p.grad = grads[name].to(p.device).clone() if name in grads else None
@@ -164,7 +164,7 @@ def _check_data(tr, saved: str | None) -> None:
     if saved is None:
         return
     if tr.data_fingerprint is None:
-        tr.data_fingerprint = fingerprint(tr.train_data, tr.val_data)
+        tr.data_fingerprint = fingerprint(tr.setup.train, tr.setup.val)
     if tr.data_fingerprint != saved:
         raise CheckpointError("data: the training/validation rows differ from the ones the checkpoint was "
                               "trained on (the data file or its contents changed); a resume needs the same "

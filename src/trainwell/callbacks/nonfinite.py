@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+GOOD_STATES = 3       # rollback: good states kept in memory (each one model + optimizer state, serialized)
+
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether every element of every tensor is finite (one host sync for all of them)."""
@@ -43,6 +45,7 @@ class NonFiniteGuard:
         self.consecutive = 0             # rollbacks since the last good boundary
         self.skipped = 0                 # batches skipped since the last rollback
         self.events: list[dict[str, Any]] = []
+        self._good: list[bytes] = []     # the last good states themselves (not part of state_dict)
 
     @classmethod
     def from_section(cls, watch) -> NonFiniteGuard:
@@ -52,6 +55,22 @@ class NonFiniteGuard:
     def keeps_snapshots(self) -> bool:
         """Rollback needs the last good state in memory (also when no run folder is written)."""
         return self.policy == "rollback"
+
+    def remember(self, state: bytes) -> None:
+        """A good state (serialized by the loop) to roll back to; the last GOOD_STATES are kept."""
+        if self.keeps_snapshots:
+            self._good = [*self._good[-(GOOD_STATES - 1):], state]
+
+    @property
+    def remembers(self) -> bool:
+        return bool(self._good)
+
+    def restore_point(self) -> bytes:
+        """The state to roll back to: the last good one; when the replay from it failed too, it was
+        finite but already diverging, so one further back."""
+        if self.consecutive and len(self._good) > 1:
+            self._good.pop()
+        return self._good[-1]
 
     def decide(self) -> str:
         """After a non-finite boundary: "rollback" while retries remain under that policy, else "stop"."""

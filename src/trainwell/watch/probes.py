@@ -127,7 +127,7 @@ class ProbeCallback(Callback):
         elif trainer.state.epoch == 0:
             # The loss of the untrained model (eval mode: no dropout, no batch-norm update) is what
             # the initial-loss check compares with ln(C).
-            self.initial = trainer.evaluate(trainer.train_data)
+            self.initial = trainer.evaluate(trainer.setup.train)
 
     def epoch_start(self, trainer) -> None:
         self._samples = []
@@ -151,7 +151,7 @@ class ProbeCallback(Callback):
         self._disarm()
 
     def _train_eval(self, trainer) -> dict[str, Any]:
-        data = trainer.train_data
+        data = trainer.setup.train
         n = len(data)
         if n == 0:
             return {}

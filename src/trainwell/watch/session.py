@@ -32,7 +32,7 @@ class WatchSession:
             return []
         from ..rundir import write_json
 
-        facts = gather_facts(trainer.model, prepared, trainer.task, w.suspects,
+        facts = gather_facts(trainer.model, prepared, trainer.setup.task, w.suspects,
                              self.recipe.train.eval_batch_size, trainer.setup.loss_kind)
         probes = self.probes.to_dict() if self.probes is not None else {}
         if self.run_dir is not None:
