@@ -63,7 +63,7 @@ def _trainer(run, epochs: int, model=None) -> Trainer:
     old = run.extras["trainer"]
     recipe = run.recipe.replace(**{"train.epochs": epochs})
     net = model if model is not None else copy.deepcopy(run.model)
-    return Trainer(build(recipe, run.extras["data"], old.device, model=net))
+    return Trainer(build(recipe, run.extras["data"], old.setup.device, model=net))
 
 
 def test_resume_mid_run_equals_uninterrupted():

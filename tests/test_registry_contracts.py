@@ -164,12 +164,12 @@ def _final(run_dir) -> tuple[dict, list, dict]:
 # comes at the 8th step (epoch 2, after the mid-epoch checkpoint at step 6).
 @pytest.mark.parametrize("name, overrides", sampled(ENTRIES, fast=8))
 def test_every_entry_round_trips_a_mid_run_checkpoint_and_resumes_bitwise(name, overrides, tmp_path, monkeypatch):
-    settings = {**BASE, **overrides}
-    reference = tw.fit(out=tmp_path / "reference", quiet=True, **settings)
+    recipe = load_recipe(None, {**BASE, **overrides})
+    reference = tw.fit(recipe, out=tmp_path / "reference", quiet=True)
     with monkeypatch.context() as m:
         _crash_at_step(m, 8)
         with pytest.raises(Crash):
-            tw.fit(out=tmp_path / "crashed", quiet=True, **settings)
+            tw.fit(recipe, out=tmp_path / "crashed", quiet=True)
     _, meta = ckpt.load_checkpoint(tmp_path / "crashed" / "checkpoints" / "last.safetensors")
     assert meta["cursor"] is not None and meta["step"] == 6        # saved inside epoch 2
     trainer = reference.extras["trainer"]
