@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from torch import nn
 
 from . import __version__
@@ -340,8 +341,6 @@ def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
-    from rich.console import Console
-
     con = Console()
     scaled = metrics.get("target_normalize")
     test = "  ".join(f"{k}{f' ({scaled} targets)' if scaled and k == 'loss' else ''} {v:.4f}"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeDeprecation
+from .errors import RecipeDeprecation, TrainwellError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,8 +94,6 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .errors import TrainwellError
-
     if (args.run_dir is None) == (args.overfit_batch is None):
         raise TrainwellError("doctor: give either RUN_DIR or --overfit-batch RECIPE.toml")
     if args.overfit_batch is not None:
@@ -130,8 +128,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _output_file(out: str) -> Path:
     """An --out FILE whose folder must exist: checked before the work, not after it."""
-    from .errors import TrainwellError
-
     path = Path(out)
     if path.is_dir():
         raise TrainwellError(f"--out {out}: is a folder; give a file name")
@@ -143,8 +139,6 @@ def _output_file(out: str) -> Path:
 
 def _output_folder(out: str | None) -> None:
     """An --out FOLDER: refused up front when it, or the folder it would be made in, is a file."""
-    from .errors import TrainwellError
-
     if out is None:
         return
     for path in (Path(out), *Path(out).parents):
@@ -160,7 +154,6 @@ def _predict(args: argparse.Namespace) -> int:
     out = _output_file(args.out) if args.out else None
     frame = predict(args.run_dir, args.data)
     if out is not None:
-        from .errors import TrainwellError
         from .rundir import atomic_write_text
 
         try:    # atomic: a failed write leaves no half-written file (nor clobbers an old one)
@@ -183,7 +176,6 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> int:
-    from .errors import TrainwellError
     from .labs import LabOptions, describe_labs, run_lab
 
     if args.list:
@@ -221,7 +213,6 @@ def _lab_parser(name: str) -> argparse.ArgumentParser:
 def _lab_params(name: str, raw: list[str]) -> dict[str, Any]:
     if not raw:
         return {}
-    from .errors import TrainwellError
     from .labs import lab_module
 
     lab_module(name)                          # an unknown lab: its own error first
@@ -375,8 +366,6 @@ def passive_openmp() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     passive_openmp()
-    from .errors import TrainwellError
-
     args = build_parser().parse_args(argv)
     _warnings_as_lines()
     previous = _sigterm_as_interrupt()

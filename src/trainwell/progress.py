@@ -9,6 +9,7 @@ updated in place once per epoch; `quiet=True` silences it there too.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +18,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 def in_notebook() -> bool:
     """True inside a Jupyter kernel (IPython with a display), False in a terminal or a plain script."""
-    import sys
 
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

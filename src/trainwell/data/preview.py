@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..api import prepare_data
 from ..errors import DataError, RecipeError
 from ..seeding import stream_seed
 from .augment import Augmenter, check_augment
@@ -33,7 +34,6 @@ def _displayable(img: torch.Tensor) -> np.ndarray:
 
 def preview(recipe, out: str | Path, count: int = 32) -> Path:
     """Write a grid of `count` augmented training images of `recipe` to `out` (PNG); returns the path."""
-    from ..api import prepare_data
     from ..figures import plt
 
     prepared = prepare_data(recipe)

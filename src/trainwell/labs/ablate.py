@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ..api import fit
+from ..data.sources import load_source
 from ..figures import plt
+from ..losses import resolve_kind
 from ..recipe import Recipe, load_recipe
 from .page import Figure, LabResult, png
 
@@ -34,8 +37,6 @@ class Technique:
 
 def _cross_entropy(r: Recipe) -> bool:
     """Label smoothing needs the cross-entropy loss; `auto` picks it for multiclass data only."""
-    from ..data.sources import load_source
-    from ..losses import resolve_kind
 
     task = r.data.task if r.data.task != "auto" else load_source(r.data, r.seed).task
     return resolve_kind(r.loss.kind, task) == "cross_entropy"
@@ -105,8 +106,6 @@ def metric_name(task: str) -> str:
 
 
 def _fit(recipe: Recipe) -> dict[str, Any]:
-    from ..api import fit
-
     run = fit(recipe, out=False, quiet=True)
     m = metric_name(run.metrics["task"])
     return {"val": run.metrics["val"].get(m), "test": run.metrics["test"].get(m), "metric": m,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import TrainwellError
 from ..figures import plt
 from .page import Figure, LabResult
 from .params import Param
@@ -35,8 +36,6 @@ PROBLEM_1D, PROBLEM_2D = "f = x²", "f = (x² + K·y²)/2"
 
 
 def check_params(p: dict) -> None:
-    from ..errors import TrainwellError
-
     if p["x0"] == 0:
         raise TrainwellError("lab gd-path: --x0 got 0, the minimum itself; expected a non-zero start")
     if len(p["lrs"]) > 8:

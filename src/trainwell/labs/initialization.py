@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import TrainwellError
 from ..figures import plt
 from ..init import init_model_
 from ..models.mlp import build_mlp
@@ -56,8 +57,6 @@ PARAMS = {
 
 
 def check_params(p: dict) -> None:
-    from ..errors import TrainwellError
-
     n = len(setups(p))
     if n > 8:
         raise TrainwellError(f"lab init: --activations × --inits gives {n} set-ups, expected at most 8")

@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..api import fit
+from ..errors import TrainwellError
 from ..figures import plt
 from ..recipe import load_recipe
+from .lr_range import QUICK_STEPS, STEPS, range_test
 from .page import Figure, LabResult
 from .params import Param
 
@@ -38,8 +41,6 @@ PARAMS = {
 
 
 def check_params(p: dict) -> None:
-    from ..errors import TrainwellError
-
     if len(p["lrs"]) > 5:
         raise TrainwellError(f"lab lr-curves: --lrs got {len(p['lrs'])} rates, expected at most 5 (one line each)")
 
@@ -101,9 +102,6 @@ def _figure(curves: dict[float, list[float]], records: list[dict]):
 
 
 def run(options) -> LabResult:
-    from ..api import fit
-    from .lr_range import QUICK_STEPS, STEPS, range_test
-
     p = options.params
     base = load_recipe(options.recipe, {**SETUP, "seed": options.seed, "train.epochs": p["epochs"],
                                         **options.overrides})

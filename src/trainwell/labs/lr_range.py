@@ -33,8 +33,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..api import prepare_data
 from ..build import build
+from ..errors import TrainwellError
+from ..loop import Callback
 from ..recipe import Recipe, load_recipe
+from ..rundir import atomic_write_bytes, write_json
 from ..step import train_step
 from .page import Figure, LabResult, png
 
@@ -62,7 +66,6 @@ class RangeTest:
 
 def range_test(recipe: Recipe, steps: int = STEPS) -> RangeTest:
     """Run the LR range test on the recipe's model and data, seeded by recipe.seed."""
-    from ..api import prepare_data
 
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
@@ -227,7 +230,6 @@ def run(options) -> LabResult:
 
 def write_record(test: RangeTest, rule: str, run_dir: Path) -> None:
     """lr_find.json and lr_find.png in a run folder (what `fit --find-lr` chose, and why)."""
-    from ..rundir import atomic_write_bytes, write_json
 
     write_json(run_dir / "lr_find.json", test.record(rule))
     atomic_write_bytes(run_dir / "lr_find.png", figure({0: test}, 0))
@@ -236,8 +238,6 @@ def write_record(test: RangeTest, rule: str, run_dir: Path) -> None:
 def find_lr(recipe: Recipe, rule: str = "auto"):
     """For `fit --find-lr`: (suggested lr, the test, a loop callback that records the test in the run
     folder, the rule used). `auto`: the optimizer family's default rule."""
-    from ..errors import TrainwellError
-    from ..loop import Callback
 
     if rule == "auto":
         rule = default_rule(recipe.optimizer)

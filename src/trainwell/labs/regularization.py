@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..api import fit
 from ..errors import TrainwellError
 from ..figures import plt
 from ..recipe import load_recipe
@@ -164,8 +165,6 @@ def plan(base, p: dict, overrides: dict[str, Any]) -> tuple[dict[str, dict[str, 
 
 
 def train_variant(recipe, draw: bool = True) -> dict[str, Any]:
-    from ..api import fit
-
     run = fit(recipe, out=False, quiet=True)
     data = run.extras["data"]
     task = run.metrics["task"]

@@ -8,8 +8,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-from ..rundir import atomic_write_text
+from ..rundir import RECIPE, atomic_write_text
 from ..watch.doctor import Evidence, Finding, set_flags
+from .plots import FIGURES
 
 REPORT = "report.html"
 
@@ -123,8 +124,6 @@ def suspects_section(facts: dict[str, Any]) -> str:
 
 
 def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
-    from .plots import FIGURES
-
     figures = []
     for key, (caption, draw) in FIGURES.items():
         png = draw(ev)
@@ -147,8 +146,6 @@ def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
 
 
 def write_report(run_dir: Path, ev: Evidence, findings: list[Finding]) -> Path:
-    from ..rundir import RECIPE
-
     recipe_path = run_dir / RECIPE
     toml = recipe_path.read_text() if recipe_path.exists() else ""
     path = run_dir / REPORT

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..api import fit
+from ..errors import RecipeError
 from ..recipe import Recipe
 from ..rundir import METRICS, RECIPE, atomic_write_text, create_run_dir, write_json
 from .space import apply_values
@@ -48,7 +50,6 @@ def final_recipe(recipe: Recipe, values: dict[str, Any], epochs: int) -> Recipe:
 def check_protocol(recipe: Recipe) -> None:
     """Fail before any work when the recipe cannot be retrained on train+validation, or has no
     validation split to choose on."""
-    from ..errors import RecipeError
 
     if recipe.data.split[1] == 0 or recipe.data.train_on != "train":
         raise RecipeError(["data.split: choosing hyperparameters needs a validation split (a fraction > 0) "
@@ -58,14 +59,12 @@ def check_protocol(recipe: Recipe) -> None:
 
 def retrain_and_test(recipe: Recipe, values: dict[str, Any], epochs: int, out: Path, quiet: bool = True):
     """The final run: the only fit whose test split is read."""
-    from ..api import fit
 
     return fit(final_recipe(recipe, values, epochs), out=out, quiet=quiet, force=True)
 
 
 def fit_protocol(recipe: Recipe, out: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Selection run (test locked) -> best epoch -> retrain on train+validation -> test once."""
-    from ..api import fit
 
     check_protocol(recipe)
     name = recipe.name or f"{Path(recipe.data.source).stem}-{recipe.model.kind}-protocol"

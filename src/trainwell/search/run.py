@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,6 @@ def _parallel(study, store, recipe: Recipe, study_dir: Path, url: str, name: str
 
 
 def _worker(recipe_toml: str, study_dir: str, url: str, name: str, index: int, threads: int, quiet: bool) -> None:
-    import tomllib
-
     import torch
 
     torch.set_num_threads(threads)

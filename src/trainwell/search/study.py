@@ -13,6 +13,7 @@ ends as the uninterrupted search would have.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -29,9 +30,11 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
+from ..api import fit
 from ..data.checks import DataWarning
 from ..errors import TrainwellError
 from ..recipe import Recipe
+from .protocol import trial_recipe
 from .pruning import PruneCallback, make_pruner
 from .space import apply_values, recipe_keys, resolved, searched_kinds
 from .strategies import grid_plan, make_sampler, suggest
@@ -92,7 +95,6 @@ def sqlalchemy_url(url: str) -> str:
     scheme, rest = url.split("://", 1)
     if scheme not in ("postgresql", "postgres"):
         return url
-    import importlib.util
 
     has = {m: importlib.util.find_spec(m) is not None for m in ("psycopg", "psycopg2")}
     return f"postgresql+psycopg2://{rest}" if has["psycopg2"] and not has["psycopg"] else f"postgresql://{rest}"
@@ -230,8 +232,6 @@ def trial_values(trial: optuna.Trial, recipe: Recipe) -> dict[str, Any]:
 
 def run_trial(trial: optuna.Trial, recipe: Recipe, study_dir: Path) -> tuple[TrialState, float | None]:
     """One `fit` with the trial's values, test split locked; its value is the metric at the best epoch."""
-    from ..api import fit
-    from .protocol import trial_recipe
 
     s = recipe.search
     folder = study_dir / TRIALS / f"{trial.number:04d}"

@@ -18,8 +18,9 @@ import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_args
 
+from ..recipe import DataSection
 from .evidence import (
     DIAGNOSIS,
     SEVERITIES,
@@ -545,9 +546,7 @@ def unscaled_target(ev: Evidence) -> list[Finding]:
 
 def _target_key() -> tuple[str, Any] | None:
     """`data.target_normalize` and the value that switches it on, when this version's recipe has it."""
-    from typing import get_args
 
-    from ..recipe import DataSection
 
     info = DataSection.model_fields.get("target_normalize")
     if info is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..rundir import HISTORY, METRICS, RECIPE, read_history
+from ..rundir import HISTORY, METRICS, RECIPE, read_history, write_json
 from .facts import FACTS
 from .probes import PROBES
 
@@ -107,8 +107,6 @@ def load_evidence(run_dir: str | Path) -> Evidence:
 
 
 def write_diagnosis(run_dir: Path, findings: list[Finding]) -> None:
-    from ..rundir import write_json
-
     write_json(run_dir / DIAGNOSIS, {"findings": [f.to_dict() for f in findings]})
 
 

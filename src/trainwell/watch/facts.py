@@ -16,6 +16,7 @@ and stored in the run folder (facts.json), so the doctor and the report need not
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,6 @@ def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
               task: str, seed: int = 0) -> dict[str, Any]:
     """What the data allows: a linear model and a k-NN, fitted on (a sample of) the training rows,
     standardized, scored on the validation rows (accuracy, or R2 for regression)."""
-    import warnings
 
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..api import prepare_data
 from ..build import build
 from ..metrics import predictions
 from ..recipe import Recipe
@@ -47,7 +48,6 @@ def _unregularized(recipe: Recipe) -> Recipe:
 
 def overfit_batch(recipe: Recipe, steps: int = 200) -> OverfitResult:
     """Train on the first `train.batch_size` rows of the training split for `steps` steps."""
-    from ..api import prepare_data
 
     recipe = _unregularized(recipe)
     seed_globals(recipe.seed)

@@ -25,6 +25,7 @@ epoch of moving weights in training mode; the doctor judges fit from this one.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from torch import nn
 
 from ..init import layer_nonlinearities
 from ..loop import Callback
+from ..rundir import write_json
 
 PROBES = "probes.json"
 SATURATION = 0.97          # |tanh| above, or sigmoid outside [0.03, 0.97]: the unit's slope is < ~6% of its peak
@@ -170,7 +172,6 @@ class ProbeCallback(Callback):
 
     def save(self) -> None:
         if self.run_dir is not None:
-            from ..rundir import write_json
 
             write_json(self.run_dir / PROBES, self.to_dict())
 
@@ -178,7 +179,6 @@ class ProbeCallback(Callback):
         """On resume, keep the records of the epochs already done."""
         if epoch == 0 or self.run_dir is None or not (self.run_dir / PROBES).exists():
             return None
-        import json
 
         data = json.loads((self.run_dir / PROBES).read_text())
         return data.get("initial", {}), [e for e in data.get("epochs", []) if e["epoch"] <= epoch]

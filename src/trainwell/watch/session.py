@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..loop import Callback
+from ..rundir import write_json
 from .doctor import Evidence, Finding, diagnose, write_diagnosis
 from .facts import FACTS, gather_facts
 from .probes import ProbeCallback
@@ -30,7 +31,6 @@ class WatchSession:
         w = self.recipe.watch
         if not (w.doctor or w.report):
             return []
-        from ..rundir import write_json
 
         facts = gather_facts(trainer.model, prepared, trainer.setup.task, w.suspects,
                              self.recipe.train.eval_batch_size, trainer.setup.loss_kind)

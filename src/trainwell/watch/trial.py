@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..api import fit
 from ..errors import TrainwellError
+from ..recipe import load_recipe
 from .doctor import diagnose, load_evidence, set_flags
-from .evidence import Evidence
+from .evidence import Evidence, number
 
 
 @dataclass
@@ -56,7 +58,6 @@ def _worst_if_bad(v: float, mode: str) -> float:
 
 def monitored(history: list[dict[str, Any]], monitor: str, mode: str, best: bool) -> float:
     """The monitored value of the model a run returns: its best epoch's (restore_best) or its last."""
-    from .evidence import number
 
     values = [number(r.get(monitor)) for r in history]
     if not values:
@@ -76,8 +77,6 @@ def first_prescription(ev: Evidence):
 
 def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path | None = None,
                data: Any = None, model: Any = None) -> TryResult:
-    from ..api import fit
-    from ..recipe import load_recipe
 
     run_dir = Path(run_dir)
     ev = load_evidence(run_dir)
