@@ -438,6 +438,14 @@ def main(argv: list[str] | None = None) -> int:
         if _speaks():
             print(f"trainwell: {str(exc) or INTERRUPTED}", file=sys.stderr)
         return 130
+    except RuntimeError as exc:           # a data-parallel worker whose peer died: one line, not a traceback
+        from .distributed import lost_peer
+
+        line = lost_peer(exc)
+        if line is None:
+            raise
+        print(f"trainwell: error: {line}", file=sys.stderr)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import checkpoint as ckpt
-from .errors import RecipeError, RunDirError
+from .errors import Interrupted, RecipeError, RunDirError
 from .loop import Trainer
 from .runstate import _np_state, _py_state, _set_np_state, _set_py_state
 
@@ -147,10 +147,12 @@ def check_resume(meta: dict[str, Any], nproc: int, run_dir: Path) -> None:
 def launch(argv: list[str], nproc: int, run_dir: Path | None = None) -> int:
     """Start `python -m trainwell ARGV` on `nproc` local workers through the elastic launcher (the
     machinery of torchrun --standalone); returns the command's exit code."""
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)   # trainwell says what happened, in one line
     if "OMP_NUM_THREADS" not in os.environ:     # train.threads, when set, wins inside each worker
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
@@ -160,7 +162,21 @@ def launch(argv: list[str], nproc: int, run_dir: Path | None = None) -> int:
         elastic_launch(config, sys.executable)("-m", "trainwell", *argv)
     except ChildFailedError as exc:
         return _report_failure(exc, nproc, run_dir)
+    except SignalException:          # Ctrl-C / SIGTERM: passed on to the workers, which saved and said so
+        return 130
     return 0
+
+
+def lost_peer(exc: BaseException) -> str | None:
+    """On a worker: the one line for a collective that failed because another worker is gone."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, dist.DistError) or any(w in text for w in ("gloo", "Connection", "NCCL", "closed"))):
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return (f"worker {os.environ.get('RANK', '?')}: lost another worker ({first[:160]}); the run stops, its last "
+            "complete checkpoint is kept")
 
 
 def _report_failure(exc, nproc: int, run_dir: Path | None) -> int:
@@ -413,6 +429,13 @@ class DataParallelTrainer(Trainer):
             cur.loss_sum = own["cursor.loss_sum"].to(self.device)
             if cur.preds is not None:
                 cur.preds = own["cursor.preds"].to(self.device)
+
+    def _interrupt(self):
+        try:
+            super()._interrupt()
+        except Interrupted as exc:            # its last words are the resume command: add the worker count
+            raise Interrupted(f"{exc} --nproc {self.world.size}" if "resume with:" in str(exc) else str(exc)) \
+                from None
 
     def _write_state(self, best: bool, force_last: bool = False) -> None:
         if self.world.main:
