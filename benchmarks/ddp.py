@@ -47,7 +47,7 @@ CONTENDERS = (("1 process, 2 threads", 1, 2), ("1 worker, 1 thread", 1, 1), ("2 
 
 def run(name: str, nproc: int, threads: int, data: Path, out: Path, epochs: int, batch: int) -> dict:
     sets = {**RECIPE, "data.source": str(data), "train.epochs": epochs, "train.batch_size": batch,
-            "train.threads": threads, "watch.probes": False, "watch.doctor": False, "watch.report": False,
+            "train.threads": threads, "train.device": "cpu", "watch.probes": False, "watch.doctor": False, "watch.report": False,
             "checkpoint.best": False}
     argv = [sys.executable, "-m", "trainwell", "fit", "--quiet", "--out", str(out)]
     for key, value in sets.items():

@@ -25,10 +25,11 @@ LAUNCH_TIMEOUT = 420          # seconds; a 2-worker run of these recipes takes ~
 
 # SGD, no batch norm, no dropout: a batch's gradient is the mean over its rows, so averaging the
 # workers' shares (sized 13/12 of each 25-row batch: unequal on purpose) must give the same steps.
-PLAIN = {"data.source": "moons", "data.n_samples": 400, "model.hidden": [16, 16], "model.norm": "none",
+# 376 rows give 226 training rows: the last batch of each epoch has one row, worker 1 none of it.
+PLAIN = {"data.source": "moons", "data.n_samples": 376, "model.hidden": [16, 16], "model.norm": "none",
          "model.dropout": 0.0, "optimizer.kind": "sgd", "optimizer.lr": 0.2, "optimizer.momentum": 0.9,
          "schedule.kind": "constant", "train.epochs": 2, "train.batch_size": 25, "train.threads": 1,
-         "stopping.enabled": False, "watch.doctor": False, "watch.report": False}
+         "stopping.enabled": False, "watch.doctor": False, "watch.report": False, "train.device": "cpu"}
 
 
 def _argv(overrides: dict) -> list[str]:
@@ -180,3 +181,62 @@ def test_killed_worker_stops_the_run_and_resume_is_exact(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in _history(full)] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in _history(cut)]
+
+
+# ------------------------------------------------------------------------------ in-process pieces
+def test_worker_command_line_drops_nproc_and_names_the_folder(tmp_path):
+    from trainwell.distributed import worker_argv
+
+    out = tmp_path / "run"
+    assert worker_argv(["fit", "r.toml", "--nproc", "2", "--set", "a=1"], out) == \
+        ["fit", "r.toml", "--set", "a=1", "--out", str(out)]
+    assert worker_argv(["fit", "--nproc=4", "--out", "x"], out) == ["fit", "--out", "x"]
+    assert worker_argv(["resume", "runs/x", "--nproc", "2"], None) == ["resume", "runs/x"]
+
+
+def test_a_failure_is_named_once(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from trainwell.distributed import _report_failure
+
+    def failed(**codes):
+        return SimpleNamespace(failures={int(r[1:]): SimpleNamespace(exitcode=c, pid=100 + int(r[1:]), timestamp=0)
+                                         for r, c in codes.items()})
+
+    assert _report_failure(failed(r1=-9, r0=1), 2, tmp_path) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"trainwell: error: worker 1 (pid 101) was killed by SIGKILL; the run stopped and the other "
+                   f"workers were ended; the last complete checkpoint is kept in {tmp_path}; resume with: "
+                   f"trainwell resume {tmp_path} --nproc 2"]
+    assert _report_failure(failed(r0=2, r1=2), 2, tmp_path) == 2      # rank 0 said why (bad input)
+    assert _report_failure(failed(r0=130, r1=130), 2, tmp_path) == 130
+    assert capsys.readouterr().err == ""
+    assert _report_failure(failed(r0=1), 2, tmp_path) == 1
+    assert "worker 0 exit 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows, batch, drop_last, workers, refused", [
+    (226, 24, False, 2, False),     # 9 x 24 + 10: the last batch gives 5 rows each
+    (227, 24, False, 4, False),     # 9 x 24 + 11: 3, 3, 3, 2
+    (219, 24, False, 2, True),      # 9 x 24 + 3: 2 and 1
+    (219, 24, True, 2, False),      # the short batch is dropped: 12 each
+    (217, 24, False, 2, False),     # 9 x 24 + 1: one process drops a 1-row batch with batch norm too
+    (240, 3, False, 2, True),       # every batch: 2 and 1
+])
+def test_unsynchronized_batch_norm_needs_two_rows_per_worker(rows, batch, drop_last, workers, refused):
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from trainwell.distributed import World, check_shares
+    from trainwell.errors import RecipeError
+
+    setup = SimpleNamespace(model=nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4)), train=range(rows),
+                            settings=SimpleNamespace(batch_size=batch, drop_last=drop_last))
+    world = World(rank=0, size=workers, local_rank=0)
+    check_shares(setup, world, sync_bn=True)                  # synchronized: any share will do
+    if refused:
+        with pytest.raises(RecipeError, match="model.sync_batchnorm: false, but with 2 workers"):
+            check_shares(setup, world, sync_bn=False)
+    else:
+        check_shares(setup, world, sync_bn=False)

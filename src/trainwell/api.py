@@ -193,6 +193,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     ds = prepared.dataset
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
     if world is not None:
+        ddp.check_shares(setup, world, recipe.model.sync_batchnorm)
         ddp.seed_worker(setup, recipe.seed, world)
     run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None) \
         if world is None or world.main else None

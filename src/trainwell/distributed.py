@@ -133,6 +133,23 @@ def check_supported(recipe, nproc: int) -> None:
         raise RecipeError(problems)
 
 
+def check_shares(setup, world: World, sync_bn: bool) -> None:
+    """Batch norm that is not synchronized normalizes each worker's share alone: every share must
+    then hold at least 2 rows (the smallest is the last batch's, split N ways)."""
+    if sync_bn or not has_batchnorm(setup.model):
+        return
+    s, n = setup.settings, len(setup.train)
+    last = s.batch_size if s.drop_last or n % s.batch_size == 0 else n % s.batch_size
+    if last == 1:
+        last = s.batch_size          # one process drops a last batch of one row with batch norm too
+    smallest = min(s.batch_size, last) // world.size
+    if smallest < 2:
+        raise RecipeError([f"model.sync_batchnorm: false, but with {world.size} workers a batch of "
+                           f"{min(s.batch_size, last)} rows (of {n} training rows, train.batch_size = "
+                           f"{s.batch_size}) leaves a worker {smallest} row(s), too few for its own batch norm; "
+                           "set model.sync_batchnorm = true, train.drop_last = true or another train.batch_size"])
+
+
 def check_resume(meta: dict[str, Any], nproc: int, run_dir: Path) -> None:
     """A checkpoint written by N workers resumes on N workers only: the shards, the workers' random
     streams and their running sums would not mean the same otherwise."""
@@ -334,11 +351,14 @@ class DataParallelTrainer(Trainer):
 
     def __init__(self, setup, *, world: World, writes: bool, sync_bn: bool, **kwargs):
         model = setup.model
+        local_bn = has_batchnorm(model) and not sync_bn
         if sync_bn and has_batchnorm(model):
             sync_batchnorm(model)
         ids = [setup.device.index if setup.device.index is not None else torch.cuda.current_device()] \
             if setup.device.type == "cuda" else None
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # Synchronized batch norm keeps the same running statistics on every worker: nothing to broadcast.
+        # Each worker's own batch norm drifts apart: rank 0's statistics are copied before every forward.
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=local_bn)
         super().__init__(replace(setup, model=_StepForward(ddp)), **kwargs)   # the step runs through DDP ...
         self.model = model                                       # ... everything else sees the plain module
         self.world = world
