@@ -10,6 +10,12 @@ Compile time (tracing, the forward's and the lazily compiled backward's code gen
 measured by the compiler's own start/end callbacks and reported apart from the epochs: in
 metrics.json ("compile") and on the progress bar.
 
+Determinism: a compiled run is repeatable and a resume with the same setting is bitwise identical,
+except that a probed step runs eagerly and a resume in the middle of an epoch probes its first
+step: with the probes on, such a resume agrees with the uninterrupted run within float
+tolerance. Dropout in a compiled forward draws its masks from the compiler's random stream
+(seeded from torch's), so compiled and eager runs with dropout are different samples.
+
 When the compiler cannot run (no C++ toolchain for the CPU backend, no Triton for CUDA) or
 compilation fails, `fit` warns once and trains with the eager module from then on: never a
 traceback, never a wrong result.
@@ -30,30 +36,28 @@ class CompileWarning(UserWarning):
 
 
 _active: CompiledForward | None = None     # the compiled forward that ran last: compile events are its own
-_callbacks_installed = False
+_started: list[float] = []
+
+
+def _start(_args: Any) -> None:
+    _started.append(time.perf_counter())
+
+
+def _end(_args: Any) -> None:
+    if _started:
+        begun = _started.pop()
+        if _active is not None:
+            _active.seconds += time.perf_counter() - begun
 
 
 def _install_callbacks() -> None:
-    """Count compile seconds through dynamo's start/end callbacks (forward and lazy backward alike)."""
-    global _callbacks_installed
-    if _callbacks_installed:
-        return
+    """Count compile seconds through dynamo's start/end callbacks (forward and lazy backward alike);
+    torch._dynamo.reset() clears them, so they are put back after it."""
     from torch._dynamo.callback import callback_handler
 
-    started: list[float] = []
-
-    def start(_args: Any) -> None:
-        started.append(time.perf_counter())
-
-    def end(_args: Any) -> None:
-        if started and _active is not None:
-            _active.seconds += time.perf_counter() - started.pop()
-        elif started:
-            started.pop()
-
-    callback_handler.register_start_callback(start)
-    callback_handler.register_end_callback(end)
-    _callbacks_installed = True
+    if _start not in callback_handler.start_callbacks:
+        callback_handler.register_start_callback(_start)
+        callback_handler.register_end_callback(_end)
 
 
 def _hooked(model: nn.Module) -> bool:
@@ -69,6 +73,11 @@ class CompiledForward:
         self.seconds = 0.0                 # compile time so far
         self.fallback: str | None = None   # why the run went back to the eager module
         try:
+            import torch._dynamo
+
+            # The compiler's caches are keyed by code (every model's forward is nn.Module's) and hold
+            # a few entries each: a fresh start per Setup, so that trial after trial is compiled.
+            torch._dynamo.reset()
             _install_callbacks()
             self._fn = torch.compile(model, dynamic=False)
         except Exception as exc:           # noqa: BLE001 - any failure means: train eagerly
@@ -88,6 +97,8 @@ class CompiledForward:
             return self.model(x)
 
     def _give_up(self, exc: BaseException) -> None:
+        while getattr(exc, "inner_exception", None) is not None or exc.__cause__ is not None:
+            exc = getattr(exc, "inner_exception", None) or exc.__cause__   # the compiler's own reason
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if len(first) > 200:
             first = first[:197] + "..."
