@@ -7,6 +7,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .loop import Callback, SplitTensors, Trainer
 from .notebook import RunViews
+from .precision import PrecisionWarning
+from .precision import notes as precision_notes
 from .progress import ProgressBar
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -197,6 +200,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, setup.loss_kind))
         atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
     checks.emit(prepared.warnings)
+    for note in precision_notes(recipe.train.precision, device):
+        warnings.warn(note, PrecisionWarning, stacklevel=2)
     if setup.finetuned is not None and not quiet:
         print(describe_finetune(setup.finetuned))
     saved = prefixed("normalizer", prepared.normalizer.state_dict())
@@ -225,7 +230,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "stop_reason": state.stop_reason, "seed": recipe.seed,
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
-        "device": str(device), "environment": environment(),
+        "device": str(device), "precision": recipe.train.precision, "environment": environment(),
         "data_warnings": prepared.warnings,
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
@@ -239,8 +244,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         metrics["finetune"] = setup.finetuned
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
+    if setup.forward is not None:
+        metrics["compile"] = setup.forward.report()
     net = _conclude(finisher, trainer, seen, metrics, run_dir, saved) if finisher is not None else trainer.model
-    calibration = _calibration(net, seen, ds.task, setup.loss_kind, recipe.train.eval_batch_size)
+    calibration = _calibration(net, seen, setup, recipe.train.eval_batch_size)
     if calibration is not None:
         metrics["calibration"] = calibration
     if run_dir is not None:
@@ -294,17 +301,20 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
 
 
 @torch.inference_mode()
-def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
-    """The returned model's reliability diagram on the test split (else validation), for the report."""
+def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dict | None:
+    """The returned model's reliability diagram on the test split (else validation), for the report
+    (evaluated under the run's precision, as its metrics are)."""
     from .metrics import probabilities, reliability
 
+    task, loss_kind = setup.task, setup.loss_kind
     split = "test" if prepared.test is not None else "val"
     part = prepared.test if prepared.test is not None else prepared.val
     if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
         return None
     was = model.training
     model.eval()
-    out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)])
+    with setup.precision.autocast():
+        out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)]).float()
     model.train(was)
     probs = probabilities(out, task, loss_kind)
     if probs is None or not bool(torch.isfinite(probs).all()):
