@@ -139,6 +139,8 @@ CASES = [
     Case("split-sum", fit(*sets("data.split=[0.5,0.3,0.3]")), ("data.split: got [0.5, 0.3, 0.3]", "sum to 1")),
     Case("split-length", fit(*sets("data.split=[0.8,0.2]")), ("data.split: got [0.8, 0.2]", "too few items")),
     Case("negative-epochs", fit(*sets("train.epochs=-3")), ("train.epochs: got -3", "must be >= 1")),
+    Case("unknown-precision", fit(*sets("train.precision=fp8")),
+         ("train.precision: got 'fp8'", "'32', 'bf16-mixed' or '16-mixed'")),
     Case("smoothing-without-ce", fit(*sets("loss.kind=\"mse\"", "loss.label_smoothing=0.1")),
          ("loss.label_smoothing", "cross_entropy and bce_with_logits only", "'mse'")),
     Case("freeze-without-from", fit(*sets("init.freeze=1")), ("init.freeze", "set init.from")),

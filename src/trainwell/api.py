@@ -7,6 +7,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from . import distributed as ddp
 from .averaging import WeightAveraging
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
-from .data import checks, target
+from .data import checks, preparation, target
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
@@ -30,6 +31,8 @@ from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .loop import Callback, SplitTensors, Trainer
 from .notebook import RunViews
+from .precision import PrecisionWarning
+from .precision import notes as precision_notes
 from .progress import ProgressBar
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -126,13 +129,17 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     y_all = torch.from_numpy(ds.y)
     ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
     impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
+    imputed = None
     if impute_values is not None:
+        imputed = preparation.imputed_values(x_all, impute_values, ds.feature_names)
         x_all = checks.impute(x_all, impute_values)
+    ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
         normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
-    found = checks.split_warnings(ds, {"train": splits.train, "val": splits.val, "test": splits.test})
+    found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(
+        ds, {"train": splits.train, "val": splits.val, "test": splits.test})
 
     def part(idx: np.ndarray) -> SplitTensors | None:
         if len(idx) == 0:
@@ -203,6 +210,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
     if world is None or world.main:
         checks.emit(prepared.warnings)
+        for note in precision_notes(recipe.train.precision, device):
+            warnings.warn(note, PrecisionWarning, stacklevel=2)
     if setup.finetuned is not None and not quiet:
         print(describe_finetune(setup.finetuned))
     saved = prefixed("normalizer", prepared.normalizer.state_dict())
@@ -241,7 +250,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "stop_reason": state.stop_reason, "seed": recipe.seed,
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
-        "device": str(device), "environment": environment(),
+        "device": str(device), "precision": recipe.train.precision, "environment": environment(),
         "data_warnings": prepared.warnings,
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
@@ -255,8 +264,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         metrics["finetune"] = setup.finetuned
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
+    if setup.forward is not None:
+        metrics["compile"] = setup.forward.report()
     net = _conclude(finisher, trainer, seen, metrics, run_dir, saved) if finisher is not None else trainer.model
-    calibration = _calibration(net, seen, ds.task, setup.loss_kind, recipe.train.eval_batch_size)
+    calibration = _calibration(net, seen, setup, recipe.train.eval_batch_size)
     if calibration is not None:
         metrics["calibration"] = calibration
     if run_dir is not None:
@@ -314,17 +325,20 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
 
 
 @torch.inference_mode()
-def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
-    """The returned model's reliability diagram on the test split (else validation), for the report."""
+def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dict | None:
+    """The returned model's reliability diagram on the test split (else validation), for the report
+    (evaluated under the run's precision, as its metrics are)."""
     from .metrics import probabilities, reliability
 
+    task, loss_kind = setup.task, setup.loss_kind
     split = "test" if prepared.test is not None else "val"
     part = prepared.test if prepared.test is not None else prepared.val
     if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
         return None
     was = model.training
     model.eval()
-    out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)])
+    with setup.precision.autocast():
+        out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)]).float()
     model.train(was)
     probs = probabilities(out, task, loss_kind)
     if probs is None or not bool(torch.isfinite(probs).all()):
@@ -336,7 +350,8 @@ def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
             "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind,
-            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None}
+            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None,
+            "preparation": ds.preparation}
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:

@@ -126,6 +126,8 @@ def check_supported(recipe, nproc: int) -> None:
     if recipe.watch.on_nan == "rollback":
         problems.append(f"watch.on_nan: 'rollback' replays batch by batch on one process; with {nproc} workers "
                         "use \"stop\" (then resume with --set watch.on_nan=rollback on one process)")
+    if recipe.train.compile:
+        problems.append(f"train.compile: the compiled forward is one process's; with {nproc} workers use false")
     if recipe.train.ensemble.members > 1:
         problems.append(f"train.ensemble.members: got {recipe.train.ensemble.members}, members train one after "
                         f"the other on one process; use 1 with {nproc} workers")
@@ -275,6 +277,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and getattr(_IN_STEP, "on", False)):
             return super().forward(x)
         all_reduce = _AllReduceSum.apply
+        dtype, x = x.dtype, x.float()          # statistics in float32, also under a mixed precision
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         shape = [1, channels] + [1] * (x.dim() - 2)
@@ -293,7 +296,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 f = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
                 self.running_var.mul_(1 - f).add_(var.detach() * (n / (n - 1)).clamp(min=0), alpha=f)
-        return y
+        return y.to(dtype)
 
 
 def sync_batchnorm(model: nn.Module) -> nn.Module:
@@ -359,7 +362,7 @@ class DataParallelTrainer(Trainer):
         # Synchronized batch norm keeps the same running statistics on every worker: nothing to broadcast.
         # Each worker's own batch norm drifts apart: rank 0's statistics are copied before every forward.
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=local_bn)
-        super().__init__(replace(setup, model=_StepForward(ddp)), **kwargs)   # the step runs through DDP ...
+        super().__init__(replace(setup, model=_StepForward(ddp), forward=None), **kwargs)  # the step: DDP ...
         self.model = model                                       # ... everything else sees the plain module
         self.world = world
         self._writes = writes                                    # rank 0 writes a run folder

@@ -44,7 +44,7 @@ from .errors import Interrupted
 from .interrupts import InterruptFlag
 from .rundir import BEST, CHECKPOINTS, HISTORY, LAST, atomic_write_text, history_csv
 from .runstate import EpochCursor, LoopState
-from .step import optimizer_step, train_step
+from .step import close_group, train_step
 
 GOOD_STATES = 3       # rollback policy: good states kept in memory (each one model + optimizer state)
 
@@ -181,7 +181,7 @@ class Trainer:
             cur.skipped_rows += len(idx)
             if not (last and cur.pending):         # the group's earlier batches still step at the end
                 return False
-            norm = optimizer_step(self.setup, careful=True)
+            norm, skipped = close_group(self.setup, careful=True)
         elif not close:
             if len(rows):
                 cur.loss_sum += result.loss.detach() * len(rows)
@@ -190,18 +190,28 @@ class Trainer:
         else:
             if len(rows):              # a worker may get no row of a last batch shorter than the worker count
                 cur.loss_sum += result.loss.detach() * len(rows)
-            norm = result.norm
+            norm, skipped = result.norm, result.skipped
         cur.pending = 0
+        if skipped == "overflow":           # float16: the scaler skipped this update, lowered its scale
+            return self._stepped(norm=None)
         if norm is None:
             if not self.guard.may_skip("skip_step", epoch=st.epoch + 1, step=st.step):
                 self._fault = True
             return False
+        return self._stepped(norm)
+
+    def _stepped(self, norm: torch.Tensor | None) -> bool:
+        """After an optimizer step: the counter, the LR, the callbacks, the epoch's norm sum. A step the
+        float16 scaler skipped counts as a step (the schedule advances, as in any scaled loop) but its
+        non-finite norm is not averaged into grad_norm."""
+        st, cur = self.state, self.state.cursor
         st.step += 1
         self.apply_lr()
         for cb in self.callbacks:
             cb.step_end(self)
-        cur.norm_sum += norm
-        cur.n_steps += 1
+        if norm is not None:
+            cur.norm_sum += norm
+            cur.n_steps += 1
         return True
 
     def _share(self, idx: torch.Tensor) -> tuple[int, torch.Tensor, float]:
@@ -235,9 +245,10 @@ class Trainer:
         was_training = model.training
         model.eval()
         size = self.settings.eval_batch_size
-        outs = [model(data.x[i:i + size]) for i in range(0, len(data), size)]
+        with self.setup.precision.autocast():          # evaluated as trained
+            outs = [model(data.x[i:i + size]) for i in range(0, len(data), size)]
         model.train(was_training)
-        out = torch.cat(outs)
+        out = torch.cat(outs).float()
         result = {"loss": float(self.loss_fn(out, data.y))}
         if math.isfinite(result["loss"]) and bool(torch.isfinite(out).all()):
             result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y,
@@ -312,7 +323,8 @@ class Trainer:
         if self.run_dir is not None:
             atomic_write_text(self.run_dir / HISTORY, history_csv(st.history))
         if self.progress is not None:
-            self.progress.end_epoch(row, self.settings.monitor)
+            forward = self.setup.forward
+            self.progress.end_epoch(row, self.settings.monitor, None if forward is None else forward.seconds)
         if self._interrupted():
             self._interrupt()
 

@@ -22,7 +22,7 @@ from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, LAST, METRICS, RECIPE, run_lock, sweep_temp_files
 
 # Keys that do not change what a step computes or what the saved state means.
-MAY_CHANGE = ("name", "train.epochs", "train.threads", "train.device", "checkpoint.every_steps",
+MAY_CHANGE = ("name", "train.epochs", "train.threads", "train.device", "train.compile", "checkpoint.every_steps",
               "checkpoint.every_minutes", "watch.")
 
 
