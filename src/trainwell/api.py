@@ -7,6 +7,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,10 +20,11 @@ from rich.console import Console
 from torch import nn
 
 from . import __version__
+from . import distributed as ddp
 from .averaging import finisher_for
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
-from .data import checks, target
+from .data import checks, preparation, target
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
@@ -33,6 +35,8 @@ from .finish import Finisher, Save, evaluate_splits
 from .loop import Callback, SplitTensors, Trainer
 from .metrics import probabilities, reliability
 from .notebook import RunViews
+from .precision import PrecisionWarning
+from .precision import notes as precision_notes
 from .progress import ProgressBar
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -129,13 +133,17 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     y_all = torch.from_numpy(ds.y)
     ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
     impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
+    imputed = None
     if impute_values is not None:
+        imputed = preparation.imputed_values(x_all, impute_values, ds.feature_names)
         x_all = checks.impute(x_all, impute_values)
+    ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
         normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
-    found = checks.split_warnings(ds, {"train": splits.train, "val": splits.val, "test": splits.test})
+    found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(
+        ds, {"train": splits.train, "val": splits.val, "test": splits.test})
 
     def part(idx: np.ndarray) -> SplitTensors | None:
         if len(idx) == 0:
@@ -180,24 +188,37 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
     recipe = load_recipe(recipe, overrides)
-    device = _start(recipe, custom=model is not None)
+    world = ddp.current()                 # None on one process; else this worker's rank (rank 0 writes)
+    main = world is None or world.main
+    quiet = quiet or not main
+    device = _start(recipe, model is not None, world)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
-    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None)
-    _write_inputs(run_dir, recipe, prepared, setup.loss_kind)
-    checks.emit(prepared.warnings)
+    if world is not None:
+        ddp.check_shares(setup, world, recipe.model.sync_batchnorm)
+        ddp.seed_worker(setup, recipe.seed, world)
+    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None) \
+        if main else None
+    if main:
+        _write_inputs(run_dir, recipe, prepared, setup.loss_kind)
+        _warn(prepared, recipe, device)
     if setup.finetuned is not None and not quiet:
         print(describe_finetune(setup.finetuned))
 
     watch = WatchSession(recipe, run_dir)
     finisher = finisher_for(recipe, quiet)   # [train.average]: decides the returned model
-    trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved_statistics(prepared),
-                      callbacks=[finisher, *(callbacks or []), *watch.callbacks()],
-                      progress=ProgressBar() if ProgressBar.wanted(quiet) else None)
+    callbacks = [finisher, *(callbacks or []), *watch.callbacks()] if main else [finisher]  # probes...: rank 0's
+    trainer = _trainer(setup, recipe, world, writes=out is not False, run_dir=run_dir, callbacks=callbacks,
+                       extra_tensors=saved_statistics(prepared),
+                       progress=ProgressBar() if ProgressBar.wanted(quiet) else None)
     with _lock_released_on_error(run_dir):
         if resume_state is not None:
             trainer.load_state_dict(*resume_state)
         state = trainer.fit()
+    if world is not None:                   # rank 0 concludes alone: the test split, metrics, report
+        ddp.finish()
+        if not world.main:
+            return Run(None, recipe, trainer.model, state.history, {}, {"trainer": trainer})
 
     metrics, seen = conclude(trainer, finisher, prepared, recipe, lock_test)
     if run_dir is not None:
@@ -212,8 +233,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
                {"trainer": trainer, "data": prepared, "findings": findings})
 
 
-def _start(recipe: Recipe, custom: bool) -> torch.device:
+def _start(recipe: Recipe, custom: bool, world) -> torch.device:
     """Checks that need no data, the device and its threads, and the global generators seeded."""
+    if world is not None:
+        ddp.check_supported(recipe, world.size)
     if custom and recipe.train.average.kind == "ensemble":
         raise RecipeError(["train.average.kind: got \"ensemble\", but members are built from the recipe's "
                            "[model] and a custom module was passed; train the ensemble from [model] or choose "
@@ -231,6 +254,20 @@ def _write_inputs(run_dir: Path | None, recipe: Recipe, prepared: Prepared, loss
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(prepared.dataset, loss_kind))
         atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
+
+
+def _warn(prepared: Prepared, recipe: Recipe, device: torch.device) -> None:
+    """What is worth a look in the data and in the precision on this device: warnings, the run goes on."""
+    checks.emit(prepared.warnings)
+    for note in precision_notes(recipe.train.precision, device):
+        warnings.warn(note, PrecisionWarning, stacklevel=3)
+
+
+def _trainer(setup, recipe: Recipe, world, *, writes: bool, **kwargs) -> Trainer:
+    """The Trainer, or on a data-parallel worker the one that steps its share of each batch through DDP."""
+    if world is None:
+        return Trainer(setup, **kwargs)
+    return ddp.DataParallelTrainer(setup, world=world, writes=writes, sync_bn=recipe.model.sync_batchnorm, **kwargs)
 
 
 def saved_statistics(prepared: Prepared) -> dict[str, torch.Tensor]:
@@ -260,8 +297,12 @@ def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | 
         return Path(out)
     if out is False:
         return None
-    name = recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
-    return create_run_dir(out, name, force=force)
+    return create_run_dir(out, run_name(recipe, custom), force=force)
+
+
+def run_name(recipe: Recipe, custom: str | None = None) -> str:
+    """The name in a default run folder's path (runs/<time>-<name>)."""
+    return recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
 
 
 def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: Recipe,
@@ -280,7 +321,7 @@ def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: R
         "stop_reason": trainer.state.stop_reason, "seed": recipe.seed,
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
-        "device": str(setup.device), "environment": environment(),
+        "device": str(setup.device), "precision": recipe.train.precision, "environment": environment(),
         "data_warnings": prepared.warnings,
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
@@ -291,6 +332,8 @@ def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: R
         metrics["finetune"] = setup.finetuned
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
+    if setup.forward is not None:
+        metrics["compile"] = setup.forward.report()
     outcome = finisher.conclude(trainer, seen, _saver(trainer.run_dir, trainer.extra_tensors))
     if outcome.section is not None:
         metrics[outcome.section["kind"]] = outcome.section
@@ -299,7 +342,7 @@ def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: R
         metrics["plain"] = plain
         metrics.update(model=outcome.section["kind"], val=outcome.section["val"], test=outcome.section["test"])
         trainer.model = outcome.model    # the doctor's facts (suspects, confusion) are about the returned model
-    calibration = _calibration(trainer.model, seen, ds.task, setup.loss_kind, setup.settings.eval_batch_size)
+    calibration = _calibration(trainer.model, seen, setup, setup.settings.eval_batch_size)
     if calibration is not None:
         metrics["calibration"] = calibration
     metrics["weights"] = outcome.weights     # where predict finds the returned model
@@ -317,15 +360,18 @@ def _saver(run_dir: Path | None, saved: dict[str, torch.Tensor]) -> Save:
 
 
 @torch.inference_mode()
-def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
-    """The returned model's reliability diagram on the test split (else validation), for the report."""
+def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dict | None:
+    """The returned model's reliability diagram on the test split (else validation), for the report
+    (evaluated under the run's precision, as its metrics are)."""
+    task, loss_kind = setup.task, setup.loss_kind
     split = "test" if prepared.test is not None else "val"
     part = prepared.test if prepared.test is not None else prepared.val
     if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
         return None
     was = model.training
     model.eval()
-    out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)])
+    with setup.precision.autocast():
+        out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)]).float()
     model.train(was)
     probs = probabilities(out, task, loss_kind)
     if probs is None or not bool(torch.isfinite(probs).all()):
@@ -337,7 +383,8 @@ def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
             "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind,
-            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None}
+            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None,
+            "preparation": ds.preparation}
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
