@@ -53,7 +53,7 @@ def test_bf16_trains_and_matches_float32_accuracy_on_digits(digits_runs):
 def test_master_weights_and_optimizer_state_stay_float32(digits_runs):
     trainer = digits_runs["bf16-mixed"].extras["trainer"]
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
-    for state in trainer.optimizer.state.values():
+    for state in trainer.setup.optimizer.state.values():
         assert all(v.dtype == torch.float32 for v in state.values() if torch.is_tensor(v) and v.dim())
 
 
