@@ -256,7 +256,9 @@ def test_an_older_run_folders_resolved_recipe_still_loads(tmp_path):
 def test_the_cli_prints_the_deprecation_as_one_line(capsys):
     from trainwell.cli import main
 
-    assert main(["recipe", "--set", "train.ema_decay=0.9"]) == 0
+    with warnings.catch_warnings():      # a fresh process shows it; here an earlier test may have shown it already
+        warnings.simplefilter("always", tw.RecipeDeprecation)
+        assert main(["recipe", "--set", "train.ema_decay=0.9"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ['trainwell: warning: train.ema_decay: deprecated, read as [train.average] kind = "ema", '
                    'decay = 0.9; write that instead (trainwell recipe prints the new form)']
