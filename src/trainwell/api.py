@@ -23,7 +23,7 @@ from .averaging import WeightAveraging
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
 from .data import checks, preparation, target
-from .data.normalize import make_normalizer
+from .data.normalize import keep_columns, make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
 from .ensemble import EnsembleRun, Snapshots, member_rows
@@ -135,7 +135,8 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
         x_all = checks.impute(x_all, impute_values)
     ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
-        normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
+        normalizer = keep_columns(make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(
+            x_all[splits.train]), [ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(

@@ -31,7 +31,7 @@ from .ensemble import Ensemble, combine_rule
 from .errors import DataError, RunDirError
 from .losses import LogSoftmaxHead, output_size
 from .metrics import probabilities
-from .models import build_model
+from .models import build_model, embedding_columns
 from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, DATA_SCHEMA, RECIPE
 
@@ -127,8 +127,10 @@ def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Te
              custom: torch.nn.Module | None = None) -> torch.nn.Module:
     """The network the weights belong to: the recipe's, rebuilt, or the user's own module (`custom`)."""
     if custom is None:
+        embedded = (schema.get("preparation") or {}).get("embedded", {})
         model = build_model(recipe.model, tuple(schema["input_shape"]),
-                            output_size(schema["loss"], schema["task"], schema["n_outputs"]))
+                            output_size(schema["loss"], schema["task"], schema["n_outputs"]),
+                            embedding_columns(tuple(schema["feature_names"]), embedded))
         if schema["loss"] == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())
     else:
@@ -163,9 +165,10 @@ def read_rows(path: str | Path, schema: dict[str, Any], target: str | None,
         if not names:   # trained on arrays: every column but the target is a feature
             extra = frame.shape[1] - math.prod(shape)
             names = tuple(c for c in frame.columns if c != (target or frame.columns[-1]) or extra <= 0)
-        x = encode_features(frame, names, path)
+        embedded = (schema.get("preparation") or {}).get("embedded", {})
+        x = encode_features(frame, names, path, embedded)
         if unseen is not None:
-            unseen.update(unseen_categories(frame, names))
+            unseen.update(unseen_categories(frame, names, embedded))
     elif fmt == "npy":
         x = np.load(path, allow_pickle=False)
     elif fmt == "npz":

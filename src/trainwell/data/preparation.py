@@ -71,7 +71,8 @@ def fit_warnings(record: dict) -> list[str]:
 
 def _encoding(r: dict) -> str:
     missing = f"; {r['missing']} missing -> {r['missing_as']}" if r.get("missing") else ""
-    return f"{r['column']} {r['encoding']} ({r['levels']} levels{missing})"
+    width = f", width {r['dim']}" if "dim" in r else ""
+    return f"{r['column']} {r['encoding']} ({r['levels']} levels{width}{missing})"
 
 
 def predict_warnings(where: str, unseen: dict[str, dict], nonfinite: np.ndarray, names: tuple[str, ...],

@@ -197,6 +197,16 @@ def _outputs(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tenso
     return out
 
 
+def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The inputs and their names but the entity-embedding code columns (data.categorical = auto): the
+    network looks those up, their scale means nothing."""
+    codes = {ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})}
+    if not codes:
+        return x, ds.feature_names
+    keep = [j for j in range(x.shape[1]) if j not in codes]
+    return x[:, keep], tuple(ds.feature_names[j] for j in keep)
+
+
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
     ds = prepared.dataset
@@ -205,7 +215,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         "data": {"name": ds.name, "task": task, "shape": list(ds.x.shape[1:]), "classes": list(ds.classes),
                  "rows": {k: 0 if v is None else len(v) for k, v in splits.items()},
                  "preparation": ds.preparation},
-        "scales": feature_scales(prepared.train.x, ds.feature_names),
+        "scales": feature_scales(*_without_codes(prepared.train.x, ds)),
         "leakage": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]])
                     for k in ("val", "test")},
         "leakage_same_target": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]],
