@@ -134,7 +134,8 @@ def preparation_rows(prep: dict[str, Any]) -> list[tuple[str, str]]:
         missing = f"; {r['missing']} missing → {r['missing_as']}" if r.get("missing") else ""
         shown = ", ".join(r.get("categories", []))
         more = ", ..." if r["levels"] > len(r.get("categories", [])) else ""
-        rows.append((f"encoded: {r['column']}", f"{r['encoding']}, {r['levels']} levels ({shown}{more}){missing}"))
+        width = f" of width {r['dim']}" if "dim" in r else ""
+        rows.append((f"encoded: {r['column']}", f"{r['encoding']}{width}, {r['levels']} levels ({shown}{more}){missing}"))
     for r in prep.get("imputed", []):
         rows.append((f"imputed: {r['feature']}", f"{r['values']} values → {r['with']:.4g} (training-split mean)"))
     t = prep.get("target")
