@@ -103,12 +103,27 @@ def _updates(ratio):
 def test_learning_rate_rules_and_their_computed_lr():
     low = D.update_ratio(ev(probes=_updates(1e-6)))
     assert [f.rule for f in low] == ["lr_too_low"]
-    # 1e-3 / 1e-6 = 1000x, capped at 100x: 1e-3 -> 0.1
+    # 2.5e-3 / 1e-6 = 2500x, capped at 100x: 1e-3 -> 0.1
     assert low[0].overrides == {"optimizer.lr": pytest.approx(0.1)}
+    # just outside the band: 3x at least (2.5e-3 / 9e-5 = 28x -> 1e-3 x 28, one significant digit: 0.03)
+    (near,) = D.update_ratio(ev(probes=_updates(9e-5)))
+    assert near.rule == "lr_too_low" and near.overrides == {"optimizer.lr": pytest.approx(0.03)}
+    assert D.update_ratio(ev(probes=_updates(1.1e-4))) == []              # just inside: quiet
     high = D.update_ratio(ev(probes=_updates(0.1)))
     assert [f.rule for f in high] == ["lr_too_high"]
-    assert high[0].overrides == {"optimizer.lr": pytest.approx(1e-5)}       # 1e-3 x max(1e-3/0.1, 0.01)
+    # aims at the healthy runs' median ratio: 1e-3 x 2.5e-3 / 0.1 = 2.5e-5, one significant digit
+    assert high[0].overrides == {"optimizer.lr": pytest.approx(2e-5)}
+    (edge,) = D.update_ratio(ev(probes=_updates(0.031)))
+    assert edge.overrides == {"optimizer.lr": pytest.approx(8e-5)}       # 1e-3 x 2.5e-3 / 0.031
+    assert D.update_ratio(ev(probes=_updates(0.029))) == []               # just inside: quiet
     assert D.update_ratio(ev(probes=_updates(2e-3))) == []
+
+
+def test_after_a_divergence_the_lower_rate_aims_at_the_safer_ratio():
+    rows = curve([2.0, 3.0, 5.0, 9.0])
+    (f,) = D.divergence(ev(rows, probes=_updates(0.1)))
+    # 1e-3 x 1e-3 / 0.1 = 1e-5 (the lr_too_high rule alone would propose 2e-5), with clipping tried together
+    assert f.overrides == {"optimizer.lr": pytest.approx(1e-5), "train.clip_norm": 1.0}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -138,6 +153,8 @@ def test_mislabeled_is_a_warning_with_a_noise_rate_even_at_low_train_accuracy():
     e = ev(curve([1, 0.9, 0.8], train_accuracy=[0.5, 0.6, 0.7]), facts=facts)
     (f,) = D.mislabeled(e)
     assert f.severity == "warning" and "8%" in f.message and f.evidence["noise_rate"] == 0.08
+    # wrong labels are a data fix: label smoothing left the corpus's noisy runs' validation log-loss worse
+    assert f.overrides == {} and "label smoothing" not in f.remedy
     quiet = {**facts, "noise": {"checked": 500, "suspects": 10, "rate": 0.02}}
     assert D.mislabeled(ev(curve([1, 0.9, 0.8], train_accuracy=[0.5, 0.6, 0.7]), facts=quiet)) == []
 
@@ -233,6 +250,21 @@ def test_overfitting_with_early_stopping_restoring_the_best_epoch_is_a_note():
     assert h.severity == "info" and "stopping.enabled" not in h.overrides and "optimizer.weight_decay" in h.overrides
 
 
+def test_overfitting_restored_by_another_monitor_can_return_an_overfitted_epoch():
+    """restore_best keeps the best epoch by the monitored value: by val_accuracy that can be an epoch
+    whose validation loss has already risen, and then the returned model is affected."""
+    rows = curve([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1],
+                 val_accuracy=[0.5, 0.6, 0.7, 0.75, 0.78, 0.8, 0.82, 0.81])
+    by_acc = {**RECIPE, "stopping": {**RECIPE["stopping"], "monitor": "val_accuracy", "mode": "max"}}
+    (f,) = D.overfitting(ev(rows, recipe=by_acc))        # epoch 7 restored: val loss 0.95, 58% above 0.6
+    assert f.severity == "warning" and f.evidence["kept_best"] is False
+    early = [0.5, 0.6, 0.7, 0.85, 0.8, 0.8, 0.82, 0.81]  # epoch 4 restored: the loss minimum
+    rows_early = curve([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1],
+                       val_accuracy=early)
+    (g,) = D.overfitting(ev(rows_early, recipe=by_acc))
+    assert g.severity == "info" and g.evidence["kept_best"] is True
+
+
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_every_rule_is_quiet_on_a_healthy_run_evidence(rule):
     """A curve that falls steadily, a model as good as its baseline, sound probes, clean data."""
@@ -252,3 +284,32 @@ def test_every_rule_is_quiet_on_a_healthy_run_evidence(rule):
                                                                                               0.95, 0.95]),
            probes, facts, {"task": "multiclass", "loss": "cross_entropy", "classes": list("0123456789")})
     assert RULES[rule](e) == []
+
+
+# ------------------------------------------------------------------------------------ doctor --try's ruler
+def test_try_compares_the_same_quantity_when_the_remedy_changes_the_loss():
+    import torch
+    import torch.nn.functional as F
+
+    from trainwell.watch.trial import compared_column
+
+    # why: the same logits score worse under a smoothed criterion (its floor is above zero)
+    logits, y = torch.tensor([[6.0, 0.0, 0.0]]), torch.tensor([0])
+    assert F.cross_entropy(logits, y, label_smoothing=0.1) > 2 * F.cross_entropy(logits, y)
+    assert compared_column("val_loss", "multiclass", {"loss.label_smoothing": 0.1}) == ("val_nll", "min")
+    assert compared_column("val_loss", "binary", {"loss.class_weight": "balanced"}) == ("val_nll", "min")
+    assert compared_column("val_loss", "regression", {"data.target_normalize": "standard"}) == ("val_mse", "min")
+    # a remedy that leaves the criterion alone, or a monitor that does not depend on it: unchanged
+    assert compared_column("val_loss", "multiclass", {"optimizer.lr": 0.01}) == ("val_loss", "")
+    assert compared_column("val_accuracy", "multiclass", {"loss.label_smoothing": 0.1}) == ("val_accuracy", "")
+
+
+def test_try_reads_the_returned_models_value():
+    from trainwell.watch.trial import monitored
+
+    h = [{"val_loss": 0.9, "val_nll": 0.5}, {"val_loss": 0.6, "val_nll": 0.7}, {"val_loss": 0.8, "val_nll": 0.4}]
+    # restore_best keeps epoch 2 (lowest val_loss): its val_nll, not the column's own minimum
+    assert monitored(h, "val_loss", "min", True, "val_nll") == 0.7
+    assert monitored(h, "val_loss", "min", False, "val_nll") == 0.4       # the last epoch's
+    assert monitored(h, "val_loss", "min", True) == 0.6
+    assert math.isnan(monitored([{"val_loss": float("nan")}], "val_loss", "min", True))
