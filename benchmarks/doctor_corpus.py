@@ -34,7 +34,7 @@ from trainwell.api import fit
 from trainwell.watch.doctor import ORDER, Finding, diagnose, load_evidence
 
 GOALS = {"recall": 0.9, "root_cause_first": 0.8, "fp_per_healthy": 0.1, "repeated_remedies": 0, "crashes": 0,
-         "try_confirmed": 0.8}
+         "contradictions": 0, "try_confirmed": 0.8}
 QUIET = {"watch.report": False}
 PLAIN = {"model.norm": "none", "model.dropout": 0.0}
 NO_STOP = {"stopping.enabled": False, "stopping.restore_best": False}     # the last epoch's weights are returned
@@ -201,6 +201,12 @@ SCENARIOS: list[Scenario] = [
     _s("h_shapes_cnn_sgd", "image", {**SHAPES, "optimizer.kind": "sgd", "optimizer.lr": 0.05,
                                      "optimizer.momentum": 0.9}),
     _s("h_shapes_cnn_deep", "image", {**SHAPES, "model.channels": [16, 32, 32]}),
+    # the quiet side of lr_too_high and over-confidence: a large but sound plain-SGD rate; the wide
+    # network of p_overconfident_overfit trained as long, with early stopping returning its best epoch
+    _s("h_digits_sgd_large_lr", "tabular", {**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 0.3,
+                                            "schedule.kind": "constant"}),
+    _s("h_tabular_wide_restored", "tabular", {**PLAIN, "model.hidden": [512, 512], "train.epochs": 80},
+       data=tabular()),
     # ---------------------------------------------------------------- pathological
     _s("p_zero_init", "tabular", {**DIGITS, **PLAIN, "init.weights": "zeros"}, ["identical_units"],
        may=["loss_not_decreasing", "underfitting", "vanishing_gradients", "dead_relus", "lr_too_low",
@@ -274,7 +280,7 @@ SCENARIOS: list[Scenario] = [
     _s("p_class_imbalance", "tabular", {"train.epochs": 10}, ["class_imbalance"],
        data=tabular(weights=[0.92, 0.08])),
     _s("p_lr_too_high_sgd", "tabular", {**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1.0,
-                                        "schedule.kind": "constant"}, ["lr_too_high"],
+                                        "schedule.kind": "constant"}, ["lr_too_high"], fast=True,
        may=["dead_relus", "oscillation", "overconfidence", "underfitting", "loss_not_decreasing", "overfitting"]),
     _s("p_overconfident_memorized", "tabular", {**DIGITS, **PLAIN, "model.hidden": [512, 512], "train.epochs": 50,
                                                 **NO_STOP}, ["overconfidence"], data=digits_flipped(0.15),
@@ -454,8 +460,23 @@ class Outcome:
                       if f.severity in ("warning", "severe") and f.rule in self.scenario.must_not)
 
     @property
+    def contradictions(self) -> list[str]:
+        return contradictions(self.findings)
+
+    @property
     def repeated(self) -> list[str]:
         return repeated_remedies(self.findings, self.recipe) if self.recipe is not None else []
+
+
+def contradictions(findings: list[Finding]) -> list[str]:
+    """Pairs of findings that cannot both be true of one run: a model still improving whose loss did
+    not decrease; overfitting (training loss falling) next to a training loss that did not decrease."""
+    rules = {f.rule for f in findings if f.severity in ("warning", "severe")}
+    out = []
+    if "loss_not_decreasing" in rules:
+        out += [f"{f.rule} says 'still improving'" for f in findings if "still improving" in f.remedy]
+        out += ["overfitting and loss_not_decreasing"] if "overfitting" in rules else []
+    return out
 
 
 def repeated_remedies(findings: list[Finding], recipe) -> list[str]:
@@ -550,6 +571,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "fp_per_pathological": sum(len(o.false_positives) for o in sick) / len(sick) if sick else 0.0,
         "clean_healthy": sum(not o.false_positives for o in healthy),
         "repeated_remedies": sum(len(o.repeated) for o in outcomes),
+        "contradictions": sum(len(o.contradictions) for o in outcomes),
         "crashes": sum(o.crash is not None for o in outcomes),
     }
 
@@ -568,6 +590,8 @@ def table(outcomes: list[Outcome]) -> list[str]:
             notes.append("FP " + ",".join(o.false_positives))
         if o.repeated:
             notes.append("repeats " + "; ".join(o.repeated))
+        if o.contradictions:
+            notes.append("contradicts " + "; ".join(o.contradictions))
         if not s.healthy and not o.first_ok and o.findings:
             notes.append(f"first should be {'/'.join(s.first)}")
         lines.append(f"{s.name:32} {s.area:10} {o.seconds:5.1f} {first:22} {ok:3} {'; '.join(notes)}")
@@ -581,7 +605,8 @@ def format_summary(m: dict[str, Any]) -> list[str]:
             f"false positives (warning/severe) per healthy run {m['fp_per_healthy']:.2f} "
             f"({m['clean_healthy']}/{m['healthy']} healthy runs clean), per pathological run "
             f"{m['fp_per_pathological']:.2f}",
-            f"remedies repeating the recipe {m['repeated_remedies']}", f"crashes {m['crashes']}"]
+            f"remedies repeating the recipe {m['repeated_remedies']}", f"contradictory pairs {m['contradictions']}",
+            f"crashes {m['crashes']}"]
 
 
 def main(argv: list[str] | None = None) -> int:

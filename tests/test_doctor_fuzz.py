@@ -91,6 +91,8 @@ def facts(draw, task):
         "leakage": maybe(st.fixed_dictionaries({"val": st.integers(0, 50), "test": st.integers(0, 50)})),
         "leakage_same_target": maybe(st.fixed_dictionaries({"val": st.integers(0, 50),
                                                             "test": st.integers(0, 50)})),
+        "leakage_lift": maybe(st.fixed_dictionaries({"val": maybe(st.fixed_dictionaries({
+            "lift": VALUE, "accuracy_leaked": PROB, "accuracy_rest": PROB})), "test": st.one_of(VALUE, st.just([]))})),
         "suspects": st.lists(suspect, max_size=6),
         "noise": maybe(st.fixed_dictionaries({"suspects": st.integers(0, 50), "rate": PROB,
                                               "checked": st.integers(0, 200)})),
@@ -119,7 +121,9 @@ def evidence(draw):
                                                                          "kaiming_normal"]), "std": VALUE})),
         "data": maybe(st.fixed_dictionaries({"normalize": st.sampled_from(["none", "standard"]),
                                              "target_normalize": st.booleans()})),
-        "stopping": maybe(st.fixed_dictionaries({"enabled": st.booleans(), "restore_best": st.booleans()})),
+        "stopping": maybe(st.fixed_dictionaries({"enabled": st.booleans(), "restore_best": st.booleans(),
+                                                 "monitor": st.sampled_from(["val_loss", "val_accuracy", "val_odd", 3]),
+                                                 "mode": st.sampled_from(["min", "max", None])})),
         "train": maybe(st.fixed_dictionaries({"epochs": st.integers(1, 9), "clip_norm": VALUE})),
     })))
     return Evidence(recipe, draw(history()), metrics, draw(probes()), draw(facts(task)))

@@ -58,6 +58,7 @@ SCALE_RATIO = 100.0                 # feature std max/min, or |mean|/median std 
 TARGET_SCALE = 10.0                 # regression target std or |mean| above this: unscaled
 IMBALANCE = 3.0                     # largest/smallest class count
 LEAK_WARNING, LEAK_SEVERE = 0.02, 0.1    # share of a split duplicated (with its target) in train
+LIFT_WARNING, LIFT_SEVERE = 0.005, 0.02  # ... or accuracy the duplicated rows add to the split's (half a point, two)
 NOISE_RATE = 0.04                   # estimated share of wrong labels that is a warning ...
 NOISE_ROWS = 100                    # ... when at least this many training rows were checked
 ECE_HIGH = 0.08                     # expected calibration error of the validation split ...
@@ -325,8 +326,8 @@ def _restored_before_rise(ev: Evidence, pairs: list[tuple[Any, float, float]], b
     be a late, overfitted epoch."""
     if not ev.setting("stopping.restore_best"):
         return False
-    monitor = ev.setting("stopping.monitor", "val_loss")
-    if monitor in (None, "val_loss"):
+    monitor = str(ev.setting("stopping.monitor", "val_loss"))
+    if monitor in ("None", "val_loss"):
         return True
     scores = [(r.get("epoch"), _num(r.get(monitor))) for r in ev.history]
     scores = [(e, v) for e, v in scores if math.isfinite(v)]
@@ -368,8 +369,8 @@ def underfitting(ev: Evidence) -> list[Finding]:
         margin = UNDERFIT_GAP_R2
     if best_val >= target - margin or best_train > target + margin / 2:
         return []
-    tr = [v for v in train]
-    still = len(tr) >= 3 and tr[-1] > tr[-3] + 0.01
+    # "still improving" only when the loss agrees: never next to "the loss did not decrease"
+    still = len(train) >= 3 and train[-1] > train[-3] + 0.01 and not not_decreasing(ev)
     options = []
     epochs = ev.setting("train.epochs")
     if still and isinstance(epochs, int):
@@ -602,7 +603,8 @@ def imbalance(ev: Evidence) -> list[Finding]:
 
 def leakage(ev: Evidence) -> list[Finding]:
     """Only rows duplicated with the same target inflate a score (two houses with the same features
-    and different prices are not a leak); severity grows with the share of the split duplicated."""
+    and different prices are not a leak); severity grows with the share of the split duplicated and
+    with the accuracy those rows add to the split's (facts.leakage_lift)."""
     same = ev.facts.get("leakage_same_target")
     exact = same is not None
     leak = same if exact else ev.facts.get("leakage") or {}
@@ -612,19 +614,26 @@ def leakage(ev: Evidence) -> list[Finding]:
         return []
     share = max(v / max(_num(rows.get(k, 1)), 1) for k, v in hits.items())
     count = max(hits.values())
+    given = ev.facts.get("leakage_lift")
+    lifts = {k: v for k, v in (given if isinstance(given, dict) else {}).items()
+             if isinstance(v, dict) and math.isfinite(_num(v.get("lift")))}
+    split, worst = max(lifts.items(), key=lambda kv: _num(kv[1]["lift"])) if lifts else (None, {})
+    lift = _num(worst.get("lift")) if worst else 0.0
     if not exact:
         severity = "info"         # an older run folder: features only, the targets may differ
-    elif share >= LEAK_SEVERE:
+    elif share >= LEAK_SEVERE or (lift >= LIFT_SEVERE and count >= 3):
         severity = "severe"
-    elif share >= LEAK_WARNING and count >= 3:
+    elif count >= 3 and (share >= LEAK_WARNING or lift >= LIFT_WARNING):     # a natural pair or two: a note
         severity = "warning"
     else:
         severity = "info"
+    lifted = (f"; they lift the {split} accuracy by {lift:.1%} ({_num(worst.get('accuracy_leaked')):.0%} right on them, "
+              f"{_num(worst.get('accuracy_rest')):.0%} on the other rows)" if worst else "")
     return [finding(ev, "leakage", severity,
                     "train/test leakage: " + ", ".join(f"{v} of {rows.get(k, '?')} {k} rows" for k, v in hits.items())
                     + (" also occur, with the same target," if exact else " also occur, feature for feature,")
-                    + f" in the training split ({share:.1%} of the split; the score on them measures memory)",
-                    {"shared_rows": hits, "rows": rows, "share": share, "same_target": exact},
+                    + f" in the training split ({share:.1%} of the split; the score on them measures memory){lifted}",
+                    {"shared_rows": hits, "rows": rows, "share": share, "same_target": exact, "lift": lifts},
                     [Option("remove duplicate rows before splitting (or split by group)")])]
 
 
