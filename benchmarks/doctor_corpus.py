@@ -650,8 +650,11 @@ def main(argv: list[str] | None = None) -> int:
                     tried += 1
                     confirmed += result.confirmed
                 print(f"  try {o.scenario.name:30} {result.summary()}", flush=True)
+            sick = sum(not o.scenario.healthy for o in outcomes)
             print(f"--try: first remedy confirmed in {confirmed}/{tried} pathological runs with a remedy to try"
-                  + (f" ({confirmed / tried:.0%})" if tried else ""))
+                  + (f" ({confirmed / tried:.0%})" if tried else "")
+                  + f"; {confirmed}/{sick} of all pathological runs" + (f" ({confirmed / sick:.0%})" if sick else "")
+                  + f"; {sick - tried} have no recipe change to try (a data fix) or no warning")
     return 0
 
 

@@ -200,3 +200,23 @@ def test_doctor_and_report_read_every_kind_of_run_folder(case, tmp_path, capsys)
     assert main(["doctor", str(tmp_path)]) == 0
     assert main(["report", str(tmp_path)]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_doctor_and_report_read_search_trial_folders(tmp_path, capsys):
+    """A search's trial folders (test split locked, watch off) and its final retrain."""
+    import trainwell as tw
+    from trainwell.cli import main
+    from trainwell.search.run import search
+
+    path = tmp_path / "search.toml"
+    path.write_text("\n".join([
+        "[data]", 'source = "moons"', "n_samples = 200", "[model]", "hidden = [8]", "[train]", "epochs = 2",
+        "[search]", 'strategy = "grid"', "grid_points = 2", "trials = 2", "[search.space]",
+        '"optimizer.lr" = { log_uniform = [1e-3, 1e-1] }']) + "\n")
+    search(tw.load_recipe(path), out=tmp_path / "study", quiet=True)
+    folders = sorted((tmp_path / "study" / "trials").iterdir()) + [tmp_path / "study" / "final"]
+    assert len(folders) == 3 and all((f / "history.csv").exists() for f in folders)
+    for folder in folders:
+        assert main(["doctor", str(folder)]) == 0
+        assert main(["report", str(folder)]) == 0
+    assert "Traceback" not in capsys.readouterr().err

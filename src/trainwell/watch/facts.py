@@ -9,7 +9,8 @@ and stored in the run folder (facts.json), so the doctor and the report need not
   estimate of the label-noise rate (rows that the model and a nearest-neighbour vote both
   confidently assign to another class);
 - a baseline of what the data allows: a linear model and a k-nearest-neighbour model fitted on
-  the same training rows (standardized), scored on the validation split, in milliseconds;
+  the same training rows (standardized), scored on the validation rows that are not copies of
+  training rows, in milliseconds;
 - calibration: the expected calibration error (ECE) of the validation split;
 - the target's scale as the loss sees it (regression);
 - the confusion matrix of the test split (validation when there is no test split).
@@ -228,7 +229,15 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     }
     val = prepared.val
     if val is not None and len(val) >= 10 and (task == "regression" or val.y.dim() == 1):
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task)
+        # scored on the validation rows that are not copies of training rows: a baseline fitted on a
+        # row's copy measures memory, not what the data allows
+        ix = prepared.indices
+        fresh = torch.from_numpy(~leaked_mask(ds.x[ix["train"]], ds.y[ix["train"]], ds.x[ix["val"]], ds.y[ix["val"]]))
+        if int(fresh.sum()) < 10:
+            fresh[:] = True
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[fresh], val.y[fresh], task)
+        if facts["baseline"]:
+            facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
         facts["data"]["target"] = target_scale(prepared.train.y)
         return facts
