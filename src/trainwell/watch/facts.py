@@ -235,7 +235,8 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         fresh = torch.from_numpy(~leaked_mask(ds.x[ix["train"]], ds.y[ix["train"]], ds.x[ix["val"]], ds.y[ix["val"]]))
         if int(fresh.sum()) < 10:
             fresh[:] = True
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[fresh], val.y[fresh], task)
+        keep = fresh.to(val.x.device)
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[keep], val.y[keep], task)
         if facts["baseline"]:
             facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
