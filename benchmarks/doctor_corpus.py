@@ -4,12 +4,15 @@ rules that must not fire (every rule not listed in `fire` or `may`).
 
 Run the whole corpus as a benchmark (a few minutes of CPU):
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/doctor_corpus.py [--only NAME ...] [--try]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/doctor_corpus.py [--only NAME ...] [--try] [--held-out]
 
 It prints one line per scenario and the totals: recall (must-fire rules found), root cause first
 (pathological runs whose first finding is one of `first`), false positives (warning/severe
 findings of a must-not-fire rule) per healthy and per pathological run, remedies that repeat the
-recipe, crashes and, with --try, how often the first remedy improves the monitored value.
+recipe, contradictory pairs, crashes and, with --try, how often the first remedy improves the
+monitored value. --held-out runs the held-out part (HELD_OUT) instead: runs that were written
+down before they were first run and are not used to choose anything, so that its figures
+measure generalisation.
 The scenarios marked `fast` also run in the test suite (tests/test_doctor_corpus.py), with the
 goals as assertions.
 """
