@@ -7,6 +7,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,10 +18,11 @@ import torch
 from torch import nn
 
 from . import __version__
+from . import distributed as ddp
 from .averaging import WeightAveraging
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
-from .data import checks, target
+from .data import checks, preparation, target
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
@@ -29,6 +31,8 @@ from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
 from .loop import Callback, SplitTensors, Trainer
 from .notebook import RunViews
+from .precision import PrecisionWarning
+from .precision import notes as precision_notes
 from .progress import ProgressBar
 from .recipe import Recipe, load_recipe
 from .rundir import (
@@ -125,13 +129,17 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     y_all = torch.from_numpy(ds.y)
     ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
     impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
+    imputed = None
     if impute_values is not None:
+        imputed = preparation.imputed_values(x_all, impute_values, ds.feature_names)
         x_all = checks.impute(x_all, impute_values)
+    ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
         normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
-    found = checks.split_warnings(ds, {"train": splits.train, "val": splits.val, "test": splits.test})
+    found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(
+        ds, {"train": splits.train, "val": splits.val, "test": splits.test})
 
     def part(idx: np.ndarray) -> SplitTensors | None:
         if len(idx) == 0:
@@ -176,6 +184,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
     recipe = load_recipe(recipe, overrides)
+    world = ddp.current()                 # None on one process; else this worker's rank (rank 0 writes)
+    if world is not None:
+        ddp.check_supported(recipe, world.size)
+        quiet = quiet or not world.main
     if model is not None and recipe.train.ensemble.members > 1:
         raise RecipeError([f"train.ensemble.members: got {recipe.train.ensemble.members}, but members are built "
                            "from the recipe's [model] and a custom module was passed; train the ensemble "
@@ -187,12 +199,19 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
-    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None)
+    if world is not None:
+        ddp.check_shares(setup, world, recipe.model.sync_batchnorm)
+        ddp.seed_worker(setup, recipe.seed, world)
+    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None) \
+        if world is None or world.main else None
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, setup.loss_kind))
         atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
-    checks.emit(prepared.warnings)
+    if world is None or world.main:
+        checks.emit(prepared.warnings)
+        for note in precision_notes(recipe.train.precision, device):
+            warnings.warn(note, PrecisionWarning, stacklevel=2)
     if setup.finetuned is not None and not quiet:
         print(describe_finetune(setup.finetuned))
     saved = prefixed("normalizer", prepared.normalizer.state_dict())
@@ -201,9 +220,15 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
 
     watch = WatchSession(recipe, run_dir)
     finisher = _finisher(recipe, quiet)   # ensemble, snapshots, SWA or EMA: decides the returned model
-    callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
+    if world is not None and not world.main:      # probes, TensorBoard and the user's callbacks: rank 0's
+        callbacks = [finisher] if isinstance(finisher, Callback) else []
+    else:
+        callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []),
+                     *watch.callbacks()]
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
-    trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
+    kwargs = dict(run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
+    trainer = Trainer(setup, **kwargs) if world is None else ddp.DataParallelTrainer(
+        setup, world=world, writes=out is not False, sync_bn=recipe.model.sync_batchnorm, **kwargs)
     try:
         if resume_state is not None:
             trainer.load_state_dict(*resume_state)
@@ -212,6 +237,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         if run_dir is not None:
             release_run_lock(run_dir)
         raise
+    if world is not None:                         # rank 0 concludes alone: the test split, metrics, report
+        ddp.finish()
+        if not world.main:
+            return Run(None, recipe, trainer.model, state.history, {}, {"trainer": trainer})
 
     # The test split is evaluated once, here, with the final (best when restore_best) weights.
     metrics: dict[str, Any] = {
@@ -221,7 +250,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "stop_reason": state.stop_reason, "seed": recipe.seed,
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
-        "device": str(device), "environment": environment(),
+        "device": str(device), "precision": recipe.train.precision, "environment": environment(),
         "data_warnings": prepared.warnings,
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
@@ -235,8 +264,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         metrics["finetune"] = setup.finetuned
     if trainer.guard.events:
         metrics["nan_events"] = trainer.guard.events
+    if setup.forward is not None:
+        metrics["compile"] = setup.forward.report()
     net = _conclude(finisher, trainer, seen, metrics, run_dir, saved) if finisher is not None else trainer.model
-    calibration = _calibration(net, seen, ds.task, setup.loss_kind, recipe.train.eval_batch_size)
+    calibration = _calibration(net, seen, setup, recipe.train.eval_batch_size)
     if calibration is not None:
         metrics["calibration"] = calibration
     if run_dir is not None:
@@ -259,8 +290,12 @@ def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | 
         return Path(out)
     if out is False:
         return None
-    name = recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
-    return create_run_dir(out, name, force=force)
+    return create_run_dir(out, run_name(recipe, custom), force=force)
+
+
+def run_name(recipe: Recipe, custom: str | None = None) -> str:
+    """The name in a default run folder's path (runs/<time>-<name>)."""
+    return recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
 
 
 def _finisher(recipe: Recipe, quiet: bool):
@@ -290,17 +325,20 @@ def _conclude(finisher, trainer: Trainer, prepared: Prepared, metrics: dict[str,
 
 
 @torch.inference_mode()
-def _calibration(model: nn.Module, prepared: Prepared, task: str, loss_kind: str, batch: int) -> dict | None:
-    """The returned model's reliability diagram on the test split (else validation), for the report."""
+def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dict | None:
+    """The returned model's reliability diagram on the test split (else validation), for the report
+    (evaluated under the run's precision, as its metrics are)."""
     from .metrics import probabilities, reliability
 
+    task, loss_kind = setup.task, setup.loss_kind
     split = "test" if prepared.test is not None else "val"
     part = prepared.test if prepared.test is not None else prepared.val
     if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
         return None
     was = model.training
     model.eval()
-    out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)])
+    with setup.precision.autocast():
+        out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)]).float()
     model.train(was)
     probs = probabilities(out, task, loss_kind)
     if probs is None or not bool(torch.isfinite(probs).all()):
@@ -312,7 +350,8 @@ def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
             "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind,
-            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None}
+            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None,
+            "preparation": ds.preparation}
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:

@@ -5,6 +5,8 @@ their retrain (through fit), the LR range test and the overfit-one-batch check. 
 built in one place and is the same everywhere. The Setup holds:
 
     model (sized for the data, initialized, fine-tuned), loss, optimizer with its parameter groups
+    precision      the autocast of the forward pass and the loss; the float16 gradient scaler
+    forward        the compiled training forward pass (train.compile), or None: the model itself
     penalties      loss terms, each a function of nothing (the parameters are bound)     (L2, L1)
     transforms     gradient transforms, in order, after the pre-clip norm is measured
                    (clip by value, clip by norm, decoupled weight decay)
@@ -32,6 +34,7 @@ from torch import nn
 
 from .callbacks import EarlyStopping
 from .callbacks.nonfinite import NonFiniteGuard
+from .compiling import CompiledForward
 from .data import target
 from .data.augment import build_augmenter
 from .errors import DataError, RecipeError
@@ -49,6 +52,8 @@ from .losses import (
 from .metrics import metric_names
 from .models import build_model
 from .optim import apply_decoupled_decay, build_optimizer, split_parameters
+from .precision import Precision
+from .precision import problem as precision_problem
 from .schedules import Plateau, lr_factor, swa_lr
 from .seeding import stream, stream_seed
 
@@ -99,6 +104,9 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     finetuned: dict[str, Any] | None
+    precision: Precision = Precision()  # the autocast of the forward pass and the loss (train.precision)
+    scaler: Any = None                # the float16 gradient scaler ("16-mixed"), its state saved in checkpoints
+    forward: Any = None               # the compiled training forward (train.compile), else None: the model
 
 
 def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = None, train=None) -> Setup:
@@ -108,6 +116,9 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
     check_monitors(recipe, ds.task)
     check_sampler(recipe, ds.task)
     check_batch_size(recipe, len(train))
+    problem = precision_problem(recipe.train.precision, device)
+    if problem:
+        raise RecipeError([problem])
     try:
         net, loss_kind = build_network(recipe, ds, model)
         loss_fn = build_run_loss(recipe, prepared, net)
@@ -125,6 +136,7 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
     spe = max(1, batches // t.accumulate)
     components = build_components(recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    precision = Precision(t.precision, device.type)
     return Setup(
         model=net, loss_fn=loss_fn, loss_kind=loss_kind, optimizer=optimizer,
         params=[p for p in net.parameters() if p.requires_grad],
@@ -133,7 +145,8 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
         augment=augment, shuffle=stream(recipe.seed, "shuffle"), components=components,
         settings=settings(recipe), task=ds.task, n_classes=ds.n_classes, device=device, train=train,
         val=prepared.val, batches_per_epoch=batches, steps_per_epoch=spe, total_steps=spe * t.epochs,
-        finetuned=tuned)
+        finetuned=tuned, precision=precision, scaler=precision.scaler(),
+        forward=CompiledForward(net) if t.compile else None)
 
 
 def settings(recipe) -> Settings:

@@ -95,7 +95,7 @@ class ProgressBar:
         if self._table is None:
             self._progress.advance(self._task)
 
-    def end_epoch(self, row: dict[str, Any], monitor: str) -> None:
+    def end_epoch(self, row: dict[str, Any], monitor: str, compile_seconds: float | None = None) -> None:
         if self._table is not None:
             self._table.end_epoch(row, monitor)
             return
@@ -105,6 +105,8 @@ class ProgressBar:
         if monitor in row and monitor not in ("val_loss", "train_loss") and row[monitor] is not None:
             parts.append(f"{monitor} {row[monitor]:.4f}")
         parts.append(f"lr {row['lr']:.2e}")
+        if compile_seconds is not None:       # train.compile: the time spent compiling, apart from training
+            parts.append(f"compile {compile_seconds:.1f}s")
         epoch = row["epoch"]
         self._progress.update(self._task, completed=epoch * self._bpe, epoch=min(epoch + 1,
                               self._progress.tasks[0].fields["epochs"]), summary="  ".join(parts))

@@ -156,6 +156,10 @@ class DataSection(Section):
 
 
 # --------------------------------------------------------------------------------------- model
+SYNC_BATCHNORM_HELP = ("With several workers (--nproc N, torchrun), batch norm computes its statistics over "
+                       "the global batch (synchronized batch norm); false: over each worker's share. No effect "
+                       "on one process or without batch norm.")
+
 class MLPSection(Section):
     kind: Literal["mlp"] = _field("mlp", "Model family: mlp (multi-layer perceptron) or cnn (images).")
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = _field((256, 128), "Widths of the hidden layers.")
@@ -167,6 +171,7 @@ class MLPSection(Section):
     dropconnect: float = _field(0.0, "DropConnect probability of the hidden linear layers: each weight is "
                                 "dropped with this probability while training (scaled by 1/(1-p)); 0 = off.",
                                 ge=0, lt=1)
+    sync_batchnorm: bool = _field(True, SYNC_BATCHNORM_HELP)
 
 
 class CNNSection(Section):
@@ -179,6 +184,7 @@ class CNNSection(Section):
     norm: Literal["none", "batch"] = _field("batch", "BatchNorm2d between each conv and its activation.")
     pool: Literal["max", "avg", "none"] = _field("max", "2x2 pooling at the end of each block but the last.")
     dropout: float = _field(0.0, "Dropout probability before the linear head.", ge=0, lt=1)
+    sync_batchnorm: bool = _field(True, SYNC_BATCHNORM_HELP)
 
     @model_validator(mode="after")
     def _odd_kernel(self) -> CNNSection:
@@ -420,6 +426,13 @@ class TrainSection(Section):
         "seeded, resumed exactly).")
     device: Literal["auto", "cpu", "cuda", "mps"] = _field("auto", "Device; auto picks an accelerator if present.")
     threads: int = _field(0, "CPU threads for torch (0 = torch's default).", ge=0)
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = _field(
+        "32", "Number format of the forward pass and the loss: 32 (float32), bf16-mixed or 16-mixed (autocast "
+        "to bfloat16 / float16; weights, gradients and optimizer state stay float32; 16-mixed scales the loss). "
+        "Evaluation runs under the same autocast.")
+    compile: bool = _field(False, "Compile the model's training forward pass with torch.compile (compile time "
+                           "reported separately); falls back to the eager step, with one warning, when the "
+                           "compiler is unavailable or fails.")
     ema_decay: float = _field(0.0, "Exponential moving average of the weights (and batch-norm buffers), updated "
                               "every optimizer step: avg <- decay*avg + (1-decay)*w; 0 = off.", ge=0, lt=1)
     snapshots: int = _field(0, "Snapshot ensemble (Huang et al. 2017): keep the weights at the ends of the last "
@@ -427,6 +440,14 @@ class TrainSection(Section):
                             "predictions; 0 = off.", ge=0)
     swa: SWASection = SWASection()
     ensemble: EnsembleSection = EnsembleSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precision_number(cls, data: Any) -> Any:
+        """`--set train.precision=32` arrives as the integer 32: the same as "32"."""
+        if isinstance(data, dict) and type(data.get("precision")) is int:
+            return {**data, "precision": str(data["precision"])}
+        return data
 
 
 # ------------------------------------------------------------------------------------ stopping

@@ -2,9 +2,9 @@
 
 `capture(trainer)` returns (tensors, JSON metadata) holding everything that decides what the
 run does next: model, optimizer, the epoch/step counters, the history, the Setup's components
-(best-epoch monitor, early stopping, plateau, NaN guard: each under its name) and the callbacks'
-state (under their class names), every RNG (torch, the shuffle and augmentation generators,
-numpy, python) and, inside an epoch, the cursor: this epoch's row order, the next batch, the
+(best-epoch monitor, early stopping, plateau, NaN guard: each under its name), the float16
+gradient scaler's scale, the callbacks' state (under their class names), every RNG (torch, the
+shuffle and augmentation generators, numpy, python) and, inside an epoch, the cursor: this epoch's row order, the next batch, the
 accumulated gradients of an unfinished accumulation and the running sums of the epoch's row.
 `restore(trainer, tensors, meta)` puts it back, so the run continues bit for bit as if it had
 never stopped.
@@ -85,6 +85,8 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "callbacks": {}}
     for name, component in tr.components.items():
         meta[name] = component.state_dict()
+    if tr.setup.scaler is not None:    # "16-mixed": the loss scale and its growth counter
+        meta["scaler"] = tr.setup.scaler.state_dict()
     for key, cb in _named(tr.callbacks):
         state = cb.state_dict()
         if state:
@@ -109,6 +111,8 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     for name, component in tr.components.items():
         if meta.get(name):
             component.load_state_dict(meta[name])
+    if tr.setup.scaler is not None and meta.get("scaler"):
+        tr.setup.scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     tr.setup.shuffle.set_state(tensors["rng.shuffle"])
     if tr.setup.augment is not None and "rng.augment" in tensors:

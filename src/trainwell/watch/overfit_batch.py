@@ -61,8 +61,8 @@ def overfit_batch(recipe: Recipe, steps: int = 200) -> OverfitResult:
     x, y = setup.train.x[order], setup.train.y[order]
     net.train()
     losses = [float(train_step(setup, x, y).loss.detach()) for _ in range(steps)]
-    with torch.no_grad():
-        out = net(x)
+    with torch.no_grad(), setup.precision.autocast():      # measured as trained (train.precision)
+        out = net(x).float()
         final = float(loss_fn(out, y))
         acc = None if ds.task == "regression" else float((predictions(out, ds.task) == y).float().mean())
     initial = losses[0]

@@ -13,6 +13,9 @@ with no hook at all. On a probed step we record
   ||W_after - W_before|| / ||W_before|| of that step, and the spread of the weight rows (0 when
   every unit of the layer has the same weights: the symmetry problem).
 
+With train.precision = "16-mixed" the gradients are read during backward, still multiplied by the
+loss scale: the probes divide by it, so they record the unscaled gradients of the other precisions.
+
 Statistics stay on the device while an epoch runs and are read once at its end (no host
 synchronisation in the step). The epoch's record is the mean over its probed steps; the
 histogram is the one of its first probed step.
@@ -33,6 +36,7 @@ from torch import nn
 
 from ..init import layer_nonlinearities
 from ..loop import Callback
+from ..precision import inverse_scale
 
 PROBES = "probes.json"
 SATURATION = 0.97          # |tanh| above, or sigmoid outside [0.03, 0.97]: the unit's slope is < ~6% of its peak
@@ -110,6 +114,7 @@ class ProbeCallback(Callback):
         self.initial: dict[str, float] = {}
         self._handles: list[Any] = []
         self._armed = False
+        self._scaler = None
         self._before: dict[str, torch.Tensor] = {}
         self._current: dict[str, dict[str, torch.Tensor]] = {}
         self._samples: list[dict[str, dict[str, torch.Tensor]]] = []
@@ -189,6 +194,7 @@ class ProbeCallback(Callback):
             return
         self._armed = True
         self._current = {}
+        self._scaler = trainer.setup.scaler       # "16-mixed": gradients are read unscaled
         for name, module, kind in self.activations:
             self._handles.append(module.register_forward_hook(self._on_activation(name, kind)))
         for name, layer, _ in self.weighted:
@@ -216,14 +222,19 @@ class ProbeCallback(Callback):
         def hook(module, inputs, output):
             if module.training and output.requires_grad:
                 slot = self._slot(name)
-                output.register_hook(lambda g: slot.__setitem__("out_grad_rms", g.detach().float().pow(2)
-                                                               .mean().sqrt()))
+                output.register_hook(lambda g: slot.__setitem__("out_grad_rms", self._unscaled(
+                    g.detach().float().pow(2).mean().sqrt())))
         return hook
 
     def _on_grad(self, name: str):
         def hook(param):
-            self._slot(name)["grad_norm"] = param.grad.detach().float().norm()
+            self._slot(name)["grad_norm"] = self._unscaled(param.grad.detach().float().norm())
         return hook
+
+    def _unscaled(self, value: torch.Tensor) -> torch.Tensor:
+        """A gradient statistic read during backward, divided by the float16 loss scale (if any)."""
+        inverse = inverse_scale(self._scaler)
+        return value if inverse is None else value * inverse.to(value.device)
 
     def _finish_step(self) -> None:
         self._disarm()
