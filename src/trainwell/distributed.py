@@ -200,8 +200,13 @@ def lost_peer(exc: BaseException) -> str | None:
 
 def _report_failure(exc, nproc: int, run_dir: Path | None) -> int:
     """One line for the failure that stopped the run. A worker's own error (bad input, Ctrl-C) was
-    already printed by rank 0; a worker killed by a signal is named here."""
+    already printed by rank 0, and the launcher then ended the others: its exit code is the run's.
+    A worker killed by a signal from outside is named here."""
     failures = exc.failures
+    codes = {f.exitcode for f in failures.values()}
+    for code in (2, 130):
+        if code in codes:
+            return code
     killed = {rank: f for rank, f in failures.items() if f.exitcode < 0}
     if killed:
         rank, f = min(killed.items(), key=lambda kv: kv[1].timestamp)
@@ -214,10 +219,6 @@ def _report_failure(exc, nproc: int, run_dir: Path | None) -> int:
         print(f"trainwell: error: worker {rank} (pid {f.pid}) was killed by {name}; the run stopped and the "
               f"other workers were ended{where}", file=sys.stderr)
         return 1
-    codes = {f.exitcode for f in failures.values()}
-    for code in (2, 130):
-        if code in codes:
-            return code
     ranks = ", ".join(f"worker {r} exit {f.exitcode}" for r, f in sorted(failures.items()))
     print(f"trainwell: error: the run stopped: {ranks} (see the worker's message above)", file=sys.stderr)
     return 1
