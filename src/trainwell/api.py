@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, custom
 from . import distributed as ddp
 from .averaging import WeightAveraging
 from .build import build
@@ -100,7 +100,7 @@ def _as_dataset(data: Any, task: str) -> Dataset:
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = (d.detach().cpu().numpy() if torch.is_tensor(d) else np.asarray(d) for d in data)
-        return make_dataset(x, y, task, name="data")
+        return replace(make_dataset(x, y, task, name="data"), preparation={"arrays": custom.arrays_record(x, y)})
     raise DataError("data: expected a trainwell Dataset or an (x, y) pair of arrays/tensors")
 
 
@@ -183,7 +183,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `resume_state`: (tensors, meta) of a checkpoint to continue from; use `trainwell.resume`.
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
-    recipe = load_recipe(recipe, overrides)
+    recipe = custom.record(load_recipe(recipe, overrides), model, data)    # model.kind, data.source = "custom"
     world = ddp.current()                 # None on one process; else this worker's rank (rank 0 writes)
     if world is not None:
         ddp.check_supported(recipe, world.size)
@@ -251,7 +251,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
         "device": str(device), "precision": recipe.train.precision, "environment": environment(),
-        "data_warnings": prepared.warnings,
+        "data_warnings": prepared.warnings, "network": network_record(recipe, setup.model),
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
         metrics["target_normalize"] = ds.target_scale.kind
@@ -344,6 +344,16 @@ def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dic
     if probs is None or not bool(torch.isfinite(probs).all()):
         return None
     return {"split": split, **reliability(probs.cpu(), part.y.cpu())}
+
+
+def network_record(recipe: Recipe, net: nn.Module) -> dict[str, Any]:
+    """metrics.json's account of the network: the recipe's kind (or a custom module's import path) and the
+    trainable parameter count of what was trained."""
+    out: dict[str, Any] = {"kind": recipe.model.kind}
+    if recipe.model.kind == "custom":
+        out["module"] = recipe.model.module
+    out["parameters"] = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return out
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:

@@ -193,7 +193,15 @@ class CNNSection(Section):
         return self
 
 
-Model = Annotated[Union[MLPSection, CNNSection], Field(discriminator="kind")]
+class CustomSection(Section):
+    kind: Literal["custom"] = _field(
+        "custom", "A module passed from Python (tw.fit(..., model=Net())), recorded by the run: the CLI cannot "
+        "rebuild it; load the trained run with tw.load(RUN_DIR, model=Net()).")
+    module: str = _field("", "Import path of the module's class (module.Class), as recorded by the run.")
+    parameters: int = _field(0, "Parameter count of the module (trainable ones), as recorded by the run.", ge=0)
+
+
+Model = Annotated[Union[MLPSection, CNNSection, CustomSection], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------- init

@@ -17,6 +17,7 @@ from . import distributed as ddp
 from .api import fit
 from .callbacks import StopReason
 from .checkpoint import MANIFEST, load_checkpoint, read_manifest
+from .custom import require
 from .errors import CheckpointError, RunDirError
 from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, LAST, METRICS, RECIPE, run_lock, sweep_temp_files
@@ -45,6 +46,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, model=None, data: Any = 
     with run_lock(run_dir):
         sweep_temp_files(run_dir)
         recipe = load_recipe(run_dir / RECIPE, overrides)
+        require(recipe, model)            # a custom module's run: resumed from Python, with the module
         state = _last_state(run_dir)
         if state is not None:
             ddp.check_resume(state[1], world.size if world is not None else 1, run_dir)
