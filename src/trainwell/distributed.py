@@ -21,6 +21,7 @@ its share of the epoch), so a resume with the same number of workers continues b
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -362,7 +363,9 @@ class DataParallelTrainer(Trainer):
             if setup.device.type == "cuda" else None
         # Synchronized batch norm keeps the same running statistics on every worker: nothing to broadcast.
         # Each worker's own batch norm drifts apart: rank 0's statistics are copied before every forward.
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=local_bn)
+        sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
+            nn.parallel.DistributedDataParallel).parameters else "broadcast_buffers"   # (torch >= 2.13's name)
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, **{sync: local_bn})
         super().__init__(replace(setup, model=_StepForward(ddp), forward=None), **kwargs)  # the step: DDP ...
         self.model = model                                       # ... everything else sees the plain module
         self.world = world
