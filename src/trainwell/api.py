@@ -21,7 +21,7 @@ from . import __version__
 from .averaging import WeightAveraging
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
-from .data import checks, target
+from .data import checks, preparation, target
 from .data.normalize import make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
@@ -128,13 +128,17 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     y_all = torch.from_numpy(ds.y)
     ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
     impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
+    imputed = None
     if impute_values is not None:
+        imputed = preparation.imputed_values(x_all, impute_values, ds.feature_names)
         x_all = checks.impute(x_all, impute_values)
+    ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
         normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
-    found = checks.split_warnings(ds, {"train": splits.train, "val": splits.val, "test": splits.test})
+    found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(
+        ds, {"train": splits.train, "val": splits.val, "test": splits.test})
 
     def part(idx: np.ndarray) -> SplitTensors | None:
         if len(idx) == 0:
@@ -322,7 +326,8 @@ def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:
     """What prediction needs to read new rows like the training ones (stored as data.json)."""
     return {"input_shape": list(ds.x.shape[1:]), "feature_names": list(ds.feature_names), "task": ds.task,
             "classes": list(ds.classes), "n_outputs": ds.n_outputs, "loss": loss_kind,
-            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None}
+            "target_scale": ds.target_scale.describe() if ds.target_scale is not None else None,
+            "preparation": ds.preparation}
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:

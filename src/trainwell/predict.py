@@ -4,7 +4,8 @@ snapshots when it kept them, its averaged weights when SWA/EMA ran, else the bes
 
 New rows are encoded exactly like the training rows (data.json: feature columns, one-hot
 levels, input shape), then imputed and normalized with the statistics saved in the checkpoint
-(fitted on the training split), then passed through the best weights. Classification gives the
+(fitted on the training split), then passed through the best weights. Values of categories unseen
+in training and imputed values are counted per column and said in one warning line each. Classification gives the
 predicted label and one probability column per class; regression gives the prediction.
 """
 
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, unprefixed
-from .data.checks import impute
-from .data.formats import SUFFIXES, encode_features
+from .data.checks import emit, impute
+from .data.formats import SUFFIXES, encode_features, unseen_categories
 from .data.normalize import make_normalizer
+from .data.preparation import predict_warnings
 from .data.target import attach, scale_from_schema
 from .ensemble import Ensemble, combine_rule
 from .errors import DataError, RunDirError
@@ -93,8 +95,10 @@ def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Te
     return model
 
 
-def read_rows(path: str | Path, schema: dict[str, Any], target: str | None) -> np.ndarray:
-    """Features of a CSV/TSV/Parquet/NPY/NPZ file, shaped like the training rows."""
+def read_rows(path: str | Path, schema: dict[str, Any], target: str | None,
+              unseen: dict[str, dict] | None = None) -> np.ndarray:
+    """Features of a CSV/TSV/Parquet/NPY/NPZ file, shaped like the training rows. `unseen` (a dict)
+    receives a table's values of categories unseen in training and missing ones, per string column."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -109,6 +113,8 @@ def read_rows(path: str | Path, schema: dict[str, Any], target: str | None) -> n
             extra = frame.shape[1] - math.prod(shape)
             names = tuple(c for c in frame.columns if c != (target or frame.columns[-1]) or extra <= 0)
         x = encode_features(frame, names, path)
+        if unseen is not None:
+            unseen.update(unseen_categories(frame, names))
     elif fmt == "npy":
         x = np.load(path, allow_pickle=False)
     elif fmt == "npz":
@@ -131,12 +137,15 @@ def predict(run_dir: str | Path, data: str | Path | np.ndarray):
     import pandas as pd
 
     recipe, model, normalizer, impute_values, schema = load_run(run_dir)
-    x = data if isinstance(data, np.ndarray) else read_rows(data, schema, recipe.data.target)
+    unseen: dict[str, dict] = {}
+    x = data if isinstance(data, np.ndarray) else read_rows(data, schema, recipe.data.target, unseen)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    where = "predict" if isinstance(data, np.ndarray) else str(data)
+    nonfinite = (~torch.isfinite(xt.reshape(len(xt), -1))).sum(0).numpy()
+    emit(predict_warnings(where, unseen, nonfinite, tuple(schema["feature_names"]), impute_values is not None))
     if impute_values is not None:
         xt = impute(xt, impute_values)
-    elif not bool(torch.isfinite(xt).all()):
-        where = "predict" if isinstance(data, np.ndarray) else str(data)
+    elif nonfinite.any():
         raise DataError(f"{where}: the rows hold NaN or infinite features and the run was trained with "
                         "data.nonfinite = \"error\"; clean them")
     out = torch.cat([model(normalizer.transform(xt[i:i + 2048])) for i in range(0, len(xt), 2048)])

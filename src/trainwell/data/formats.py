@@ -66,7 +66,7 @@ def encode_features(frame, names: tuple[str, ...], path: Path | str) -> np.ndarr
     """The float32 matrix of `names` from `frame`; a `col=level` name is that level's 0/1 indicator.
 
     Used for training and for prediction, so new rows get exactly the training columns (a level
-    unseen in training encodes as all zeros)."""
+    unseen in training, or a missing value, encodes as all zeros)."""
     out = np.empty((len(frame), len(names)), dtype=np.float32)
     missing = []
     for j, name in enumerate(names):
@@ -83,6 +83,40 @@ def encode_features(frame, names: tuple[str, ...], path: Path | str) -> np.ndarr
     if missing:
         raise DataError(f"{path}: missing feature columns {sorted(set(missing))}")
     return out
+
+
+def onehot_levels(names: tuple[str, ...]) -> dict[str, list[str]]:
+    """The one-hot encoded columns among feature `names` (`col=level`), with their levels in order."""
+    levels: dict[str, list[str]] = {}
+    for name in names:
+        col, sep, level = name.partition("=")
+        if sep:
+            levels.setdefault(col, []).append(level)
+    return levels
+
+
+def unseen_categories(frame, names: tuple[str, ...]) -> dict[str, dict]:
+    """Per one-hot column of `frame`: the values not among the training levels (they encode as all
+    zeros) and the missing ones; only columns with some."""
+    out = {}
+    for col, levels in onehot_levels(names).items():
+        if col not in frame.columns:
+            continue
+        column = frame[col]
+        present = column.dropna().astype(str)
+        unseen = present[~present.isin(levels)]
+        if len(unseen) or column.isna().any():
+            out[col] = {"unseen": int(len(unseen)), "examples": sorted(set(unseen))[:3],
+                        "missing": int(column.isna().sum())}
+    return out
+
+
+def encoding_record(frame, names: tuple[str, ...]) -> list[dict]:
+    """What was done to each string column of the training `frame`: its encoding, levels, and where its
+    missing values went."""
+    return [{"column": col, "encoding": "onehot", "levels": len(levels), "categories": levels[:20],
+             "missing": int(frame[col].isna().sum()), "missing_as": "all-zero indicators"}
+            for col, levels in onehot_levels(names).items()]
 
 
 ID_NAMES = ("id", "index", "rownames", "unnamed: 0", "row", "row_id")
@@ -134,12 +168,14 @@ def read_table(path: Path, section, fmt: str):
     y = frame.pop(target).to_numpy()
     if y.dtype == object:
         y = y.astype(str)
+    columns = [str(c) for c in frame.columns]
     frame = choose_columns(frame, section, path, target)
     for col in id_like_columns(frame):
         emit([f"{path.name}: column {col!r} looks like a row ID (one distinct value per row); it is used as a "
               f"feature, leave it out with data.drop = [\"{col}\"]"])
     names = feature_columns(frame, section.categorical, section.max_categories, path)
-    return encode_features(frame, names, path), y, names
+    record = {"dropped": [c for c in columns if c not in frame.columns], "encoded": encoding_record(frame, names)}
+    return encode_features(frame, names, path), y, names, record
 
 
 # ------------------------------------------------------------------------------------- arrays
@@ -330,8 +366,10 @@ def detect_format(path: Path) -> str | None:
     return None
 
 
-def read_path(path: Path, section) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Read a local file or folder as (x, y, feature names), by data.format or its name."""
+def read_path(path: Path, section) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], dict]:
+    """Read a local file or folder as (x, y, feature names, what was done to the columns), by
+    data.format or its name. A table's record names the columns left out and how each string column
+    was encoded (see `encoding_record`); other formats give an empty one."""
     if not path.exists():
         raise DataError(f"data.source: file {str(path)!r} not found")
     fmt = section.format if section.format != "auto" else detect_format(path)
@@ -341,4 +379,5 @@ def read_path(path: Path, section) -> tuple[np.ndarray, np.ndarray, tuple[str, .
     if (fmt == "image_folder") != path.is_dir():
         raise DataError(f"data.source: {str(path)!r} is {'a folder' if path.is_dir() else 'a file'}, but "
                         f"data.format {fmt!r} needs {'a folder' if fmt == 'image_folder' else 'a file'}")
-    return FORMAT_READERS[fmt](path, section, fmt)
+    x, y, names, *record = FORMAT_READERS[fmt](path, section, fmt)
+    return x, y, names, (record[0] if record else {})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class Dataset:
     feature_names: tuple[str, ...] = ()
     # Regression target scaling fitted on the training split (data/target.py), set by prepare_data.
     target_scale: Any = None
+    # What was done to the data on the way in: columns left out, string columns encoded, values
+    # imputed, target scaling (api.prepare_data completes it; recorded in data.json and facts.json).
+    preparation: dict = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -103,6 +106,8 @@ def polynomial(n_samples: int, noise: float, features: int, rng: np.random.Gener
     return x, y.astype(np.float32)
 
 
+# data.source of a run whose data was passed from Python as arrays, tensors or a Dataset.
+CUSTOM_SOURCE = "custom"
 SYNTHETIC = ("spirals", "moons", "circles", "teacher", "polynomial", "shapes")
 # Side of the `shapes` images when data.image_size is not set.
 SHAPES_SIZE = 16
@@ -178,6 +183,11 @@ def make_dataset(x: np.ndarray, y: np.ndarray, task: str = "auto", name: str = "
 def load_source(section, seed: int) -> Dataset:
     """Load `data.source` as a Dataset (section: the recipe's DataSection)."""
     source = section.source
+    record: dict = {}
+    if source == CUSTOM_SOURCE:
+        raise DataError("data.source: 'custom' means the data was passed from Python (tw.fit(..., data=(x, y)); "
+                        "data.json records its shape, dtype and sha256); pass it again that way, or set data.source "
+                        "to a file")
     if source in BUNDLED:
         x, y, names = BUNDLED[source]()
     elif source in SYNTHETIC:
@@ -193,6 +203,7 @@ def load_source(section, seed: int) -> Dataset:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise DataError(f"data.source: got {source!r}{hint}; expected one of {', '.join(names)} or an "
                             f"existing {'/'.join(READERS)} file, IDX/CIFAR file or image folder")
-        x, y, names = read_path(path, section)
-    return make_dataset(x, y, section.task, name=Path(source).stem if source not in BUNDLED else source,
-                        feature_names=names)
+        x, y, names, record = read_path(path, section)
+    ds = make_dataset(x, y, section.task, name=Path(source).stem if source not in BUNDLED else source,
+                      feature_names=names)
+    return replace(ds, preparation=record)

@@ -109,7 +109,27 @@ def data_section(facts: dict[str, Any]) -> str:
                      f"{s['constant']} constant of {s['features']}"))
     leak = facts.get("leakage", {})
     rows.append(("rows shared with train (val / test)", f"{leak.get('val', 0)} / {leak.get('test', 0)}"))
-    return _table(rows)
+    return _table(rows + preparation_rows(d.get("preparation") or {}))
+
+
+def preparation_rows(prep: dict[str, Any]) -> list[tuple[str, str]]:
+    """What was done to the data (data/preparation.py), one row per column touched."""
+    rows = []
+    if prep.get("dropped"):
+        rows.append(("columns left out", ", ".join(prep["dropped"])))
+    for r in prep.get("encoded", []):
+        missing = f"; {r['missing']} missing → {r['missing_as']}" if r.get("missing") else ""
+        shown = ", ".join(r.get("categories", []))
+        more = ", ..." if r["levels"] > len(r.get("categories", [])) else ""
+        rows.append((f"encoded: {r['column']}", f"{r['encoding']}, {r['levels']} levels ({shown}{more}){missing}"))
+    for r in prep.get("imputed", []):
+        rows.append((f"imputed: {r['feature']}", f"{r['values']} values → {r['with']:.4g} (training-split mean)"))
+    t = prep.get("target")
+    if t:
+        pairs = ", ".join(f"{a:.4g} / {b:.4g}" for a, b in zip(t["shift"], t["scale"]))
+        rows.append(("target scaling", f"{t['kind']}: (y - shift) / scale with shift / scale {pairs}; the network's "
+                     "outputs are mapped back, metrics are in the target's units"))
+    return rows
 
 
 def suspects_section(facts: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Facts about a finished run that need the data or the model, gathered once at the end of `fit`
 and stored in the run folder (facts.json), so the doctor and the report need nothing else.
 
-- the data summary: rows per split, class counts, feature scales of the inputs the model saw;
+- the data summary: rows per split, class counts, feature scales of the inputs the model saw, and
+  what was done to the data (columns dropped, encoded, imputed; target scaling: data/preparation.py);
 - leakage: validation/test rows whose features also occur, exactly, in the training split (and
   those that also carry the same target: only these inflate a score);
 - suspected mislabeled rows: the training rows the final model gets most confidently wrong, and an
@@ -202,7 +203,8 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
     facts: dict[str, Any] = {
         "data": {"name": ds.name, "task": task, "shape": list(ds.x.shape[1:]), "classes": list(ds.classes),
-                 "rows": {k: 0 if v is None else len(v) for k, v in splits.items()}},
+                 "rows": {k: 0 if v is None else len(v) for k, v in splits.items()},
+                 "preparation": ds.preparation},
         "scales": feature_scales(prepared.train.x, ds.feature_names),
         "leakage": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]])
                     for k in ("val", "test")},
