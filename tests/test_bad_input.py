@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import trainwell as tw
 from trainwell.cli import main
@@ -76,6 +77,10 @@ def _make_world(root: Path) -> None:
     tw.fit(out=root / "done", quiet=True, **{
         "data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 2,
         "watch.probes": False, "watch.doctor": False, "watch.report": False})
+    quick = {"train.epochs": 1, "watch.probes": False, "watch.doctor": False, "watch.report": False}
+    tw.fit(out=root / "custom", quiet=True, model=torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)),
+           data=(x, y), **quick)
+    tw.fit(out=root / "arrays", quiet=True, data=(x, y), **{"model.hidden": [4], **quick})
     shutil.copytree(root / "done", root / "truncated")
     best = root / "truncated" / "checkpoints" / "best.safetensors"
     best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
@@ -214,6 +219,14 @@ CASES = [
          ("a_file", "not a folder")),
     Case("out-under-a-file", fit(out="{w}/a_file/run"),
          ("a_file/run", "cannot create the run folder")),
+    # ---- a run of a module or data passed from Python
+    Case("custom-model-fit", ("fit", "{w}/custom/recipe.toml", "--out", "{out}"),
+         ("model.kind: 'custom'", "torch.nn.modules.container.Sequential", "tw.load(RUN_DIR, model=Sequential())")),
+    Case("custom-model-predict", ("predict", "{w}/custom", "{w}/good.csv"),
+         ("model.kind: 'custom'", "tw.load(RUN_DIR, model=Sequential())")),
+    Case("custom-model-resume", ("resume", "{w}/custom"), ("model.kind: 'custom'", "tw.resume(RUN_DIR, model=")),
+    Case("custom-data-fit", ("fit", "{w}/arrays/recipe.toml", "--out", "{out}"),
+         ("data.source: 'custom' means the data was passed from Python", "tw.fit(..., data=(x, y))")),
     # ---- predict
     # ---- resume
     Case("resume-no-run", ("resume", "{w}/no_such_run"), ("no_such_run", "not a trainwell run folder")),
@@ -223,6 +236,14 @@ CASES = [
          ("edited: cannot resume", "model.hidden: [8] -> [16]", "may change"), subprocess=True),
     Case("resume-finished", ("resume", "{w}/done"), ("done", "already ended at epoch 2", "nothing to resume")),
     Case("resume-bad-set", ("resume", "{w}/cut_last", "--set", "train.epochs=0"), ("train.epochs: got 0",)),
+    Case("nproc-zero", fit("--nproc", "0"), ("argument --nproc: got 0", "must be >= 1")),
+    Case("nproc-over-batch", fit("--nproc", "17"),
+         ("--nproc: got 17 workers", "more than the 16 rows of each batch", "use at most 16 workers")),
+    Case("nproc-rollback", fit("--nproc", "2", "--set", "watch.on_nan=\"rollback\""),
+         ("watch.on_nan", "with 2 workers use \"stop\"")),
+    Case("nproc-find-lr", fit("--nproc", "2", "--find-lr"), ("--nproc", "--find-lr runs on one process")),
+    Case("resume-other-nproc", ("resume", "{w}/edited", "--nproc", "2"),
+         ("edited: the checkpoint was written by 1 worker(s), resumed with 2", "resume with --nproc 1")),
     # ---- doctor, report
     Case("doctor-no-run", ("doctor", "{w}/no_such_run"), ("no_such_run", "not a run folder"), subprocess=True),
     Case("doctor-epochs-without-try", ("doctor", "{w}/done", "--epochs", "3"), ("--epochs", "give --try as well")),

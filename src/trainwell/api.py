@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, custom
+from . import distributed as ddp
 from .averaging import WeightAveraging
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
@@ -99,7 +100,7 @@ def _as_dataset(data: Any, task: str) -> Dataset:
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = (d.detach().cpu().numpy() if torch.is_tensor(d) else np.asarray(d) for d in data)
-        return make_dataset(x, y, task, name="data")
+        return replace(make_dataset(x, y, task, name="data"), preparation={"arrays": custom.arrays_record(x, y)})
     raise DataError("data: expected a trainwell Dataset or an (x, y) pair of arrays/tensors")
 
 
@@ -182,7 +183,11 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `resume_state`: (tensors, meta) of a checkpoint to continue from; use `trainwell.resume`.
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
-    recipe = load_recipe(recipe, overrides)
+    recipe = custom.record(load_recipe(recipe, overrides), model, data)    # model.kind, data.source = "custom"
+    world = ddp.current()                 # None on one process; else this worker's rank (rank 0 writes)
+    if world is not None:
+        ddp.check_supported(recipe, world.size)
+        quiet = quiet or not world.main
     if model is not None and recipe.train.ensemble.members > 1:
         raise RecipeError([f"train.ensemble.members: got {recipe.train.ensemble.members}, but members are built "
                            "from the recipe's [model] and a custom module was passed; train the ensemble "
@@ -194,14 +199,19 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     ds = prepared.dataset
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
-    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None)
+    if world is not None:
+        ddp.check_shares(setup, world, recipe.model.sync_batchnorm)
+        ddp.seed_worker(setup, recipe.seed, world)
+    run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None) \
+        if world is None or world.main else None
     if run_dir is not None:
         atomic_write_text(run_dir / RECIPE, recipe.to_toml())
         write_json(run_dir / DATA_SCHEMA, data_schema(ds, setup.loss_kind))
         atomic_write_bytes(run_dir / SPLITS_FILE, prepared.split_file)
-    checks.emit(prepared.warnings)
-    for note in precision_notes(recipe.train.precision, device):
-        warnings.warn(note, PrecisionWarning, stacklevel=2)
+    if world is None or world.main:
+        checks.emit(prepared.warnings)
+        for note in precision_notes(recipe.train.precision, device):
+            warnings.warn(note, PrecisionWarning, stacklevel=2)
     if setup.finetuned is not None and not quiet:
         print(describe_finetune(setup.finetuned))
     saved = prefixed("normalizer", prepared.normalizer.state_dict())
@@ -210,9 +220,15 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
 
     watch = WatchSession(recipe, run_dir)
     finisher = _finisher(recipe, quiet)   # ensemble, snapshots, SWA or EMA: decides the returned model
-    callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []), *watch.callbacks()]
+    if world is not None and not world.main:      # probes, TensorBoard and the user's callbacks: rank 0's
+        callbacks = [finisher] if isinstance(finisher, Callback) else []
+    else:
+        callbacks = [*([finisher] if isinstance(finisher, Callback) else []), *(callbacks or []),
+                     *watch.callbacks()]
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
-    trainer = Trainer(setup, run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
+    kwargs = dict(run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
+    trainer = Trainer(setup, **kwargs) if world is None else ddp.DataParallelTrainer(
+        setup, world=world, writes=out is not False, sync_bn=recipe.model.sync_batchnorm, **kwargs)
     try:
         if resume_state is not None:
             trainer.load_state_dict(*resume_state)
@@ -221,6 +237,10 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         if run_dir is not None:
             release_run_lock(run_dir)
         raise
+    if world is not None:                         # rank 0 concludes alone: the test split, metrics, report
+        ddp.finish()
+        if not world.main:
+            return Run(None, recipe, trainer.model, state.history, {}, {"trainer": trainer})
 
     # The test split is evaluated once, here, with the final (best when restore_best) weights.
     metrics: dict[str, Any] = {
@@ -231,7 +251,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
         "device": str(device), "precision": recipe.train.precision, "environment": environment(),
-        "data_warnings": prepared.warnings,
+        "data_warnings": prepared.warnings, "network": network_record(recipe, setup.model),
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
         metrics["target_normalize"] = ds.target_scale.kind
@@ -270,8 +290,12 @@ def _open_run_dir(recipe: Recipe, out, force: bool, resume_state, custom: str | 
         return Path(out)
     if out is False:
         return None
-    name = recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
-    return create_run_dir(out, name, force=force)
+    return create_run_dir(out, run_name(recipe, custom), force=force)
+
+
+def run_name(recipe: Recipe, custom: str | None = None) -> str:
+    """The name in a default run folder's path (runs/<time>-<name>)."""
+    return recipe.name or f"{Path(recipe.data.source).stem}-{custom or recipe.model.kind}"
 
 
 def _finisher(recipe: Recipe, quiet: bool):
@@ -320,6 +344,16 @@ def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dic
     if probs is None or not bool(torch.isfinite(probs).all()):
         return None
     return {"split": split, **reliability(probs.cpu(), part.y.cpu())}
+
+
+def network_record(recipe: Recipe, net: nn.Module) -> dict[str, Any]:
+    """metrics.json's account of the network: the recipe's kind (or a custom module's import path) and the
+    trainable parameter count of what was trained."""
+    out: dict[str, Any] = {"kind": recipe.model.kind}
+    if recipe.model.kind == "custom":
+        out["module"] = recipe.model.module
+    out["parameters"] = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return out
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:

@@ -62,6 +62,19 @@ def _fit(args: argparse.Namespace) -> int:
 
         fit_protocol(recipe, out=args.out, quiet=args.quiet)
         return 0
+    nproc = _workers(args)
+    if nproc > 1:                              # this process launches the workers, each runs this command
+        from . import distributed as ddp
+        from .api import run_name
+        from .errors import TrainwellError
+        from .rundir import default_run_dir
+
+        if args.protocol or args.find_lr:
+            raise TrainwellError(f"--nproc: {'--protocol' if args.protocol else '--find-lr'} runs on one process; "
+                                 "drop --nproc, or run it first and fit with its result")
+        ddp.check_launch(recipe, nproc, args.backend)
+        out = Path(args.out) if args.out else default_run_dir(run_name(recipe))
+        return ddp.launch(ddp.worker_argv(args.argv, out), nproc, out)
     from .api import fit
 
     callbacks = []
@@ -78,10 +91,34 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from .recipe import parse_overrides
-    from .resuming import resume
+    from .resuming import check_workers, resume
 
+    nproc = _workers(args)
+    if nproc > 1:
+        from . import distributed as ddp
+
+        recipe = check_workers(args.run_dir, nproc).replace(**parse_overrides(args.set))
+        ddp.check_launch(recipe, nproc, args.backend)
+        return ddp.launch(ddp.worker_argv(args.argv, None), nproc, Path(args.run_dir))
     resume(args.run_dir, quiet=args.quiet, **parse_overrides(args.set))
     return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """--nproc N > 1: the number of workers this process should launch. Inside a worker (started by
+    torchrun or by --nproc) it joins the process group and returns 1: the worker runs the command."""
+    from . import distributed as ddp
+
+    world = ddp.launched()
+    if world is None:
+        return args.nproc or 1
+    from .recipe import load_recipe, parse_overrides
+
+    source = args.recipe if args.command == "fit" else Path(args.run_dir) / "recipe.toml"
+    device = load_recipe(source, parse_overrides(args.set)).train.device if args.command == "fit" \
+        or source.is_file() else "auto"      # another machine's worker may not see the run folder
+    ddp.init_worker(world, args.backend, device)
+    return 1
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -276,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run folder (default runs/<time>-<name>)")
     f.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     f.add_argument("--force", action="store_true", help="reuse a folder that holds a finished run")
+    _parallel_options(f)
     f.add_argument("--protocol", action="store_true",
                    help="choose the epoch count on validation (test locked), retrain on train+validation, "
                         "evaluate the test split once")
@@ -305,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="change a key that may change on resume, e.g. train.epochs (see docs/resume.md)")
     rs.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _parallel_options(rs)
 
     r = sub.add_parser("recipe", help="print the resolved recipe: every key with its default")
     r.add_argument("recipe", nargs="?", help="recipe TOML file to resolve (default: the built-in recipe)")
@@ -357,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parallel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="data-parallel training on N local worker processes (torch.distributed's elastic launcher, "
+                        "DistributedDataParallel); train.batch_size stays the global batch, train.threads applies "
+                        "per worker. Several machines: torchrun ... -m trainwell (docs/distributed.md)")
+    p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="process-group backend of the workers (default auto: nccl on CUDA, gloo on CPU)")
+
+
 # A Ctrl-C outside the training loop (which says itself what it saved): e.g. while the doctor or the
 # report runs after training, when metrics.json and the checkpoints are already written.
 INTERRUPTED = ("interrupted; what was already written stays (after training: metrics.json and the checkpoints); "
@@ -376,20 +424,37 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import TrainwellError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _warnings_as_lines()
     previous = _sigterm_as_interrupt()
     try:
         return COMMANDS[args.command](args)
     except TrainwellError as exc:
-        # One line, whatever a library underneath put in the message.
-        print("trainwell: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        # One line, whatever a library underneath put in the message (data parallel: rank 0's).
+        if _speaks():
+            print("trainwell: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:      # errors.Interrupted says where it stopped and how to resume
-        print(f"trainwell: {str(exc) or INTERRUPTED}", file=sys.stderr)
+        if _speaks():
+            print(f"trainwell: {str(exc) or INTERRUPTED}", file=sys.stderr)
         return 130
+    except RuntimeError as exc:           # a data-parallel worker whose peer died: one line, not a traceback
+        from .distributed import lost_peer
+
+        line = lost_peer(exc)
+        if line is None:
+            raise
+        print(f"trainwell: error: {line}", file=sys.stderr)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _speaks() -> bool:
+    """Whether this process prints the command's error: one process, or rank 0 of several workers
+    (they all meet the same bad input and the same interrupt)."""
+    return os.environ.get("RANK", "0") == "0" or "TORCHELASTIC_RUN_ID" not in os.environ
 
 
 def _sigterm_as_interrupt():

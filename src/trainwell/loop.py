@@ -101,8 +101,9 @@ class Trainer:
         self.data_fingerprint: str | None = None
         self._good: list[bytes] = []                      # last good states, serialized (rollback policy)
         self._every_seconds = self.settings.every_minutes * 60 or math.inf
+        self._writes = run_dir is not None                # (data parallel: whether rank 0 writes)
         self._saves_mid_epoch = bool(self.settings.every_steps or self.settings.every_minutes) and (
-            run_dir is not None or self.guard.keeps_snapshots)
+            self._writes or self.guard.keeps_snapshots)
         self._next_save = math.inf
         self._fault = False
         self.apply_lr()
@@ -154,7 +155,7 @@ class Trainer:
                 break                  # non-finite: the epoch ends here and the guard decides
             if self.progress is not None:
                 self.progress.advance_batch()
-            if self.interrupts is not None and self.interrupts.requested:
+            if self._interrupted():
                 self._interrupt()
         st.cursor = None
         return self._epoch_summary(cur)
@@ -165,14 +166,15 @@ class Trainer:
         bs, st = self.settings.batch_size, self.state
         start = cur.batch * bs
         idx = cur.perm[start:start + bs]
+        at, rows, scale = self._share(idx)
         cur.batch += 1
         last = cur.batch >= n_batches
         close = cur.pending + 1 >= self.settings.accumulate or last
         data = self.train_data
-        result = train_step(self.setup, data.x.index_select(0, idx), data.y.index_select(0, idx), close=close,
-                            careful=self.guard.careful)
+        result = train_step(self.setup, data.x.index_select(0, rows), data.y.index_select(0, rows), close=close,
+                            careful=self.guard.careful, scale=scale)
         if cur.preds is not None:
-            cur.preds[start:start + len(idx)] = M.predictions(result.out.detach(), self.task)
+            cur.preds[start + at:start + at + len(rows)] = M.predictions(result.out.detach(), self.task)
         if result.skipped == "batch":              # replay after a rollback: skip the bad batch
             if not self.guard.may_skip("skip_batch", epoch=st.epoch + 1, batch=cur.batch):
                 self._fault = True
@@ -181,11 +183,13 @@ class Trainer:
                 return False
             norm, skipped = close_group(self.setup, careful=True)
         elif not close:
-            cur.loss_sum += result.loss.detach() * len(idx)
+            if len(rows):
+                cur.loss_sum += result.loss.detach() * len(rows)
             cur.pending += 1
             return False
         else:
-            cur.loss_sum += result.loss.detach() * len(idx)
+            if len(rows):              # a worker may get no row of a last batch shorter than the worker count
+                cur.loss_sum += result.loss.detach() * len(rows)
             norm, skipped = result.norm, result.skipped
         cur.pending = 0
         if skipped == "overflow":           # float16: the scaler skipped this update, lowered its scale
@@ -209,6 +213,19 @@ class Trainer:
             cur.norm_sum += norm
             cur.n_steps += 1
         return True
+
+    def _share(self, idx: torch.Tensor) -> tuple[int, torch.Tensor, float]:
+        """This process's rows of a batch: (their offset in it, the rows, the loss scale). One process
+        takes all of it; a data-parallel worker its part (distributed.py)."""
+        return 0, idx, 1.0
+
+    def _interrupted(self) -> bool:
+        """Ctrl-C / SIGTERM seen (data parallel: by any worker)."""
+        return self.interrupts is not None and bool(self.interrupts.requested)
+
+    def _all_ranks(self, ok: bool) -> bool:
+        """A finiteness verdict, agreed by every worker (one process: itself)."""
+        return ok
 
     def _epoch_summary(self, cur: EpochCursor) -> dict[str, float]:
         seen = min(cur.batch * self.settings.batch_size, len(cur.perm))
@@ -237,6 +254,10 @@ class Trainer:
             result.update(M.compute(self.metrics, M.predictions(out, self.task), data.y,
                                     M.probabilities(out, self.task, self.setup.loss_kind)))
         return result
+
+    def _validate(self) -> dict[str, float]:
+        """The validation split's loss and metrics for this epoch's row (data parallel: rank 0's, shared)."""
+        return self.evaluate(self.val_data) if self.val_data is not None and len(self.val_data) else {}
 
     # ------------------------------------------------------------------------------ the run
     def fit(self) -> LoopState:
@@ -277,7 +298,7 @@ class Trainer:
         if not healthy and self.guard.decide() == "rollback":
             self._rollback()
             return
-        val_row = self.evaluate(self.val_data) if self.val_data is not None and len(self.val_data) else {}
+        val_row = self._validate()
         row = {"epoch": st.epoch + 1, "train_loss": train_row.pop("train_loss"),
                "val_loss": val_row.pop("loss", None), "lr": self.lr, "grad_norm": train_row.pop("grad_norm"),
                "seconds": time.perf_counter() - tic}
@@ -304,7 +325,7 @@ class Trainer:
         if self.progress is not None:
             forward = self.setup.forward
             self.progress.end_epoch(row, self.settings.monitor, None if forward is None else forward.seconds)
-        if self.interrupts is not None and self.interrupts.requested:
+        if self._interrupted():
             self._interrupt()
 
     def _decide(self, row: dict[str, Any]) -> None:
@@ -347,10 +368,10 @@ class Trainer:
         """Ctrl-C / SIGTERM: save where the run is (if finite) and stop with exit code 130."""
         st, cur = self.state, self.state.cursor
         where = f"epoch {st.epoch + 1}" + (f", batch {cur.batch}" if cur is not None else "")
-        if self.run_dir is None:
+        if not self._writes:
             raise Interrupted(f"interrupted by {self.interrupts.name} at {where}; no run folder, nothing saved")
         sums = [cur.loss_sum, cur.norm_sum] if cur is not None else []
-        if all_finite(sums + self._weights()):
+        if self._all_ranks(all_finite(sums + self._weights())):
             self._write_state(best=False, force_last=True)
             saved = "checkpoint saved"
         else:
@@ -376,7 +397,7 @@ class Trainer:
         """`last` at a step boundary inside an epoch; False (nothing written) when not finite."""
         self._next_save = time.monotonic() + self._every_seconds
         cur = self.state.cursor
-        if not all_finite([cur.loss_sum, cur.norm_sum, *self._weights()]):
+        if not self._all_ranks(all_finite([cur.loss_sum, cur.norm_sum, *self._weights()])):
             return False
         self.guard.passed()
         self._write_state(best=False)

@@ -156,6 +156,10 @@ class DataSection(Section):
 
 
 # --------------------------------------------------------------------------------------- model
+SYNC_BATCHNORM_HELP = ("With several workers (--nproc N, torchrun), batch norm computes its statistics over "
+                       "the global batch (synchronized batch norm); false: over each worker's share. No effect "
+                       "on one process or without batch norm.")
+
 class MLPSection(Section):
     kind: Literal["mlp"] = _field("mlp", "Model family: mlp (multi-layer perceptron) or cnn (images).")
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = _field((256, 128), "Widths of the hidden layers.")
@@ -167,6 +171,7 @@ class MLPSection(Section):
     dropconnect: float = _field(0.0, "DropConnect probability of the hidden linear layers: each weight is "
                                 "dropped with this probability while training (scaled by 1/(1-p)); 0 = off.",
                                 ge=0, lt=1)
+    sync_batchnorm: bool = _field(True, SYNC_BATCHNORM_HELP)
 
 
 class CNNSection(Section):
@@ -179,6 +184,7 @@ class CNNSection(Section):
     norm: Literal["none", "batch"] = _field("batch", "BatchNorm2d between each conv and its activation.")
     pool: Literal["max", "avg", "none"] = _field("max", "2x2 pooling at the end of each block but the last.")
     dropout: float = _field(0.0, "Dropout probability before the linear head.", ge=0, lt=1)
+    sync_batchnorm: bool = _field(True, SYNC_BATCHNORM_HELP)
 
     @model_validator(mode="after")
     def _odd_kernel(self) -> CNNSection:
@@ -187,7 +193,15 @@ class CNNSection(Section):
         return self
 
 
-Model = Annotated[Union[MLPSection, CNNSection], Field(discriminator="kind")]
+class CustomSection(Section):
+    kind: Literal["custom"] = _field(
+        "custom", "A module passed from Python (tw.fit(..., model=Net())), recorded by the run: the CLI cannot "
+        "rebuild it; load the trained run with tw.load(RUN_DIR, model=Net()).")
+    module: str = _field("", "Import path of the module's class (module.Class), as recorded by the run.")
+    parameters: int = _field(0, "Parameter count of the module (trainable ones), as recorded by the run.", ge=0)
+
+
+Model = Annotated[Union[MLPSection, CNNSection, CustomSection], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------------- init

@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import distributed as ddp
 from .api import fit
 from .callbacks import StopReason
 from .checkpoint import MANIFEST, load_checkpoint, read_manifest
+from .custom import require
 from .errors import CheckpointError, RunDirError
 from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, LAST, METRICS, RECIPE, run_lock, sweep_temp_files
@@ -31,15 +33,23 @@ def resume(run_dir: str | Path, *, quiet: bool = False, model=None, data: Any = 
 
     `overrides`: dotted keys among MAY_CHANGE, e.g. `resume(path, **{"train.epochs": 60})`.
     `model` / `data`: the same custom module / (x, y) arrays the run was started with, if any.
-    A folder without a checkpoint yet (killed before its first save) starts from the beginning."""
+    A folder without a checkpoint yet (killed before its first save) starts from the beginning.
+    Data parallel: rank 0 reads the folder and hands the recipe and checkpoint to the other workers."""
     run_dir = Path(run_dir)
+    world = ddp.current()
+    if world is not None and not world.main:
+        recipe, state = ddp.broadcast_from_main(None)
+        return fit(recipe, out=run_dir, quiet=True, model=model, data=data, callbacks=callbacks,
+                   resume_state=state)
     if not (run_dir / RECIPE).is_file():
         raise RunDirError(f"{run_dir}: no {RECIPE}; not a trainwell run folder")
     with run_lock(run_dir):
         sweep_temp_files(run_dir)
         recipe = load_recipe(run_dir / RECIPE, overrides)
+        require(recipe, model)            # a custom module's run: resumed from Python, with the module
         state = _last_state(run_dir)
         if state is not None:
+            ddp.check_resume(state[1], world.size if world is not None else 1, run_dir)
             _check_same_run(state[1], recipe, run_dir)
             _reopen_if_extended(state[1], recipe, run_dir)
             if not quiet:
@@ -48,8 +58,22 @@ def resume(run_dir: str | Path, *, quiet: bool = False, model=None, data: Any = 
                 print(f"resuming {run_dir} at epoch {state[1]['epoch'] + 1}{inside} (step {state[1]['step']})")
         elif not quiet:
             print(f"{run_dir}: no checkpoint yet, starting the run from the beginning")
+        if world is not None:
+            ddp.broadcast_from_main((recipe, state))
         return fit(recipe, out=run_dir, quiet=quiet, model=model, data=data, callbacks=callbacks,
                    resume_state=state)
+
+
+def check_workers(run_dir: str | Path, nproc: int):
+    """Before launching `nproc` workers: the run folder's recipe, refused when its checkpoint was
+    written by another number of workers."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECIPE).is_file():
+        raise RunDirError(f"{run_dir}: no {RECIPE}; not a trainwell run folder")
+    state = _last_state(run_dir)
+    if state is not None:
+        ddp.check_resume(state[1], nproc, run_dir)
+    return load_recipe(run_dir / RECIPE)
 
 
 def _last_state(run_dir: Path) -> tuple[dict, dict] | None:

@@ -32,8 +32,11 @@ class StepResult:
 
 
 def train_step(setup, xb: torch.Tensor, yb: torch.Tensor, *, close: bool = True,
-               careful: bool = False) -> StepResult:
-    """One batch forward and backward; and, when `close`, the optimizer step of its group."""
+               careful: bool = False, scale: float = 1.0) -> StepResult:
+    """One batch forward and backward; and, when `close`, the optimizer step of its group.
+
+    `scale` multiplies what is differentiated (loss + penalties): a data-parallel worker's share of
+    the batch's rows times the worker count, so that DDP's average is the whole batch's gradient."""
     if setup.augment is not None:     # the caller's metrics still compare with the hard labels
         xb, yb = setup.augment(xb, yb)
     with setup.precision.autocast():
@@ -44,6 +47,8 @@ def train_step(setup, xb: torch.Tensor, yb: torch.Tensor, *, close: bool = True,
     total = loss
     for penalty in setup.penalties:
         total = total + penalty()
+    if scale != 1.0:
+        total = total * scale
     accumulate = setup.settings.accumulate
     total = total / accumulate if accumulate > 1 else total
     (setup.scaler.scale(total) if setup.scaler is not None else total).backward()
