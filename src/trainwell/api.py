@@ -200,7 +200,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     ds = prepared.dataset
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
     if world is not None:
-        ddp.check_shares(setup, world, recipe.model.sync_batchnorm)
+        sync_bn = getattr(recipe.model, "sync_batchnorm", True)      # a custom module's: synchronized
+        ddp.check_shares(setup, world, sync_bn)
         ddp.seed_worker(setup, recipe.seed, world)
     run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None) \
         if world is None or world.main else None
@@ -228,7 +229,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     bar = ProgressBar() if ProgressBar.wanted(quiet) else None
     kwargs = dict(run_dir=run_dir, extra_tensors=saved, callbacks=callbacks, progress=bar)
     trainer = Trainer(setup, **kwargs) if world is None else ddp.DataParallelTrainer(
-        setup, world=world, writes=out is not False, sync_bn=recipe.model.sync_batchnorm, **kwargs)
+        setup, world=world, writes=out is not False, sync_bn=sync_bn, **kwargs)
     try:
         if resume_state is not None:
             trainer.load_state_dict(*resume_state)
