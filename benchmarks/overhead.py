@@ -1,25 +1,41 @@
-"""How much does trainwell's loop cost over a hand-written PyTorch loop?
+"""How far is trainwell's epoch from a hand-written loop, and from the hardware's limit?
 
 The MLP of seed 004 (784-512-256-10, batch norm, dropout 0.5, Adam 1e-3, batch 128,
 cross-entropy) on synthetic MNIST-shaped data, trained by:
-  - trainwell  : `trainwell.fit` with its defaults (metrics, best+last checkpoints every epoch,
-                 history.csv, the progress bar drawing to an off-screen terminal);
-  - naive loop : DataLoader over a TensorDataset, default torch.optim.Adam;
-  - tuned loop : tensor indexing for batches, fused Adam.
-Every contender trains on the same rows and evaluates the validation split once per epoch.
-Contenders are interleaved over repeats; the figure is the median seconds per epoch (first
-epoch of each run dropped as warm-up). Targets: trainwell <= 0.90x naive, <= 1.05x tuned.
+  - naive loop        : DataLoader over a TensorDataset, default torch.optim.Adam;
+  - fused loop        : tensor indexing for batches, fused Adam;
+  - trainwell 32      : `trainwell.fit` with its defaults (metrics, best+last checkpoints every
+                        epoch, history.csv, probes, the progress bar drawing to an off-screen
+                        terminal), train.precision = "32";
+  - trainwell bf16    : the same with train.precision = "bf16-mixed";
+  - trainwell compile : train.compile = true; and compile + bf16 both.
+Every contender trains on the same rows and evaluates the validation split once per epoch. Each run
+is a fresh process (so its peak memory, VmHWM, is its own); the runs are interleaved, one round per
+seed (the order shuffled per round), and seed s seeds the initialization, the batch order and
+dropout of every contender. Figures: the median seconds per epoch (each run's first epoch dropped:
+warm-up and compilation), the validation accuracy of each seed, the median VmHWM.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/overhead.py [--rows 24000] [--epochs 4] [--repeats 3]
+The float32 GEMM floor is the time of the epoch's matrix products alone: the step's forward,
+input-gradient and weight-gradient products at their shapes, times the steps of an epoch, plus the
+validation forward, each product timed here back to back in float32 (the machine's measured rate
+at those shapes; the peak rate is printed too). Goals on a quiet CPU: trainwell 32 <= 0.90x the
+naive loop; the best trainwell option <= 2.5x the floor; bf16's accuracy within the seed-to-seed
+spread of float32's.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/overhead.py [--rows 24000] [--epochs 4] [--seeds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import math
 import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,12 +46,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-import trainwell as tw  # noqa: E402
-from trainwell.loop import Callback  # noqa: E402
-
+LAYERS = [(784, 512), (512, 256), (256, 10)]
+BATCH = 128
 RECIPE = {
     "model.hidden": [512, 256], "model.norm": "batch", "model.dropout": 0.5, "model.activation": "relu",
-    "optimizer.kind": "adam", "optimizer.lr": 1e-3, "train.batch_size": 128, "loss.kind": "cross_entropy",
+    "optimizer.kind": "adam", "optimizer.lr": 1e-3, "train.batch_size": BATCH, "loss.kind": "cross_entropy",
     "schedule.kind": "constant", "stopping.enabled": False, "data.split": [0.8, 0.2, 0.0], "data.normalize": "none",
 }
 
@@ -58,22 +73,23 @@ def split(x, y):
     return t(x[:n]), t(y[:n]), t(x[n:]), t(y[n:])
 
 
-def evaluate(model, xv, yv):
+def evaluate(model, xv, yv) -> float:
     model.eval()
     with torch.inference_mode():
         out = model(xv)
-        loss, acc = F.cross_entropy(out, yv).item(), (out.argmax(1) == yv).float().mean().item()
+        F.cross_entropy(out, yv).item()
+        acc = (out.argmax(1) == yv).float().mean().item()
     model.train()
-    return loss, acc
+    return acc
 
 
-def naive_loop(x, y, epochs: int) -> list[float]:
+def naive_loop(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
     xt, yt, xv, yv = split(x, y)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=128, shuffle=True)
-    times = []
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=BATCH, shuffle=True)
+    times, acc = [], math.nan
     for _ in range(epochs):
         tic = time.perf_counter()
         model.train()
@@ -82,89 +98,173 @@ def naive_loop(x, y, epochs: int) -> list[float]:
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
-        evaluate(model, xv, yv)
+        acc = evaluate(model, xv, yv)
         times.append(time.perf_counter() - tic)
-    return times
+    return times, acc
 
 
-def tuned_loop(x, y, epochs: int) -> list[float]:
+def fused_loop(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
     xt, yt, xv, yv = split(x, y)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    g = torch.Generator().manual_seed(0)
-    times = []
+    g = torch.Generator().manual_seed(seed)
+    times, acc = [], math.nan
     for _ in range(epochs):
         tic = time.perf_counter()
         model.train()
         perm = torch.randperm(len(xt), generator=g)
-        for i in range(0, len(xt), 128):
-            idx = perm[i:i + 128]
+        for i in range(0, len(xt), BATCH):
+            idx = perm[i:i + BATCH]
             loss = F.cross_entropy(model(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        evaluate(model, xv, yv)
+        acc = evaluate(model, xv, yv)
         times.append(time.perf_counter() - tic)
-    return times
+    return times, acc
 
 
-class EpochClock(Callback):
-    """Wall time between epoch ends: training, validation, metrics, checkpoints and history writes."""
+def trainwell_loop(options: dict):
+    def run(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
+        from rich.console import Console
 
-    def fit_start(self, trainer) -> None:
-        self.marks = [time.perf_counter()]
+        import trainwell as tw
+        from trainwell import progress
+        from trainwell.loop import Callback
 
-    def epoch_end(self, trainer, row) -> None:
-        self.marks.append(time.perf_counter())
+        class EpochClock(Callback):
+            """Wall time between epoch ends: training, validation, metrics, checkpoints, history."""
 
+            def fit_start(self, trainer) -> None:
+                self.marks = [time.perf_counter()]
 
-def trainwell_loop(x, y, epochs: int) -> list[float]:
-    from rich.console import Console
+            def epoch_end(self, trainer, row) -> None:
+                self.marks.append(time.perf_counter())
 
-    from trainwell import progress
-
-    clock = EpochClock()
-    # Draw the live bar as in a terminal, into a buffer, so its cost is counted.
-    console = Console(file=io.StringIO(), force_terminal=True, width=120)
-    original = progress.ProgressBar.__init__
-    progress.ProgressBar.wanted = staticmethod(lambda quiet, console=None: True)
-    progress.ProgressBar.__init__ = lambda self, c=None: original(self, console)
-    try:
+        clock = EpochClock()
+        # Draw the live bar as in a terminal, into a buffer, so its cost is counted.
+        console = Console(file=io.StringIO(), force_terminal=True, width=120)
+        original = progress.ProgressBar.__init__
+        progress.ProgressBar.wanted = staticmethod(lambda quiet, console=None: True)
+        progress.ProgressBar.__init__ = lambda self, c=None: original(self, console)
         with tempfile.TemporaryDirectory() as d:
-            tw.fit(out=os.path.join(d, "run"), quiet=True, data=(x, y), callbacks=[clock],
-                   **RECIPE, **{"train.epochs": epochs})
-    finally:
-        progress.ProgressBar.__init__ = original
-    return [b - a for a, b in zip(clock.marks, clock.marks[1:])]
+            result = tw.fit(out=os.path.join(d, "run"), quiet=True, data=(x, y), callbacks=[clock],
+                            **RECIPE, **options, **{"train.epochs": epochs, "seed": seed})
+        times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
+        return times, result.history[-1]["val_accuracy"]
+    return run
 
 
-CONTENDERS = {"trainwell": trainwell_loop, "naive loop": naive_loop, "tuned loop": tuned_loop}
+CONTENDERS = {
+    "naive loop": naive_loop,
+    "fused loop": fused_loop,
+    "trainwell 32": trainwell_loop({}),
+    "trainwell bf16": trainwell_loop({"train.precision": "bf16-mixed"}),
+    "trainwell compile": trainwell_loop({"train.compile": True}),
+    "tw compile+bf16": trainwell_loop({"train.compile": True, "train.precision": "bf16-mixed"}),
+}
+
+
+def vm_hwm_mib() -> float:
+    """The process's peak resident memory (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def one(name: str, rows: int, epochs: int, seed: int) -> None:
+    """Run one contender in this process and print its figures as one JSON line."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    x, y = make_data(rows)
+    times, acc = CONTENDERS[name](x, y, epochs, seed)
+    print(json.dumps({"times": times, "accuracy": acc, "vmhwm": vm_hwm_mib()}))
+
+
+# ------------------------------------------------------------------------------ the GEMM floor
+def _time_mm(m: int, k: int, n: int, reps: int = 30) -> float:
+    """Median seconds of one float32 (m x k) @ (k x n) product."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    samples = []
+    for _ in range(reps):
+        tic = time.perf_counter()
+        a @ b
+        samples.append(time.perf_counter() - tic)
+    return statistics.median(samples)
+
+
+def gemm_floor(rows: int) -> tuple[float, float]:
+    """(seconds of an epoch's matrix products in float32, the peak GFLOP/s measured at 128x784x512)."""
+    n_train = int(0.8 * rows)
+    n_val = rows - n_train
+    full, last = divmod(n_train, BATCH)
+
+    def step(b: int) -> float:
+        t = 0.0
+        for i, (fan_in, fan_out) in enumerate(LAYERS):
+            t += _time_mm(b, fan_in, fan_out)                  # forward
+            t += _time_mm(fan_out, b, fan_in)                  # weight gradient (out x b) @ (b x in)
+            if i:                                              # input gradient (none for the data)
+                t += _time_mm(b, fan_out, fan_in)
+        return t
+
+    epoch = full * step(BATCH) + (step(last) if last else 0.0)
+    epoch += sum(_time_mm(n_val, fan_in, fan_out, reps=5) for fan_in, fan_out in LAYERS)
+    peak = 2 * 128 * 784 * 512 / _time_mm(128, 784, 512, reps=200) / 1e9
+    return epoch, peak
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=24000)
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="rounds; round s runs every contender with seed s")
+    ap.add_argument("--only", nargs="*", default=None, help="contenders to run (default: all)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    x, y = make_data(args.rows)
-    per: dict[str, list[float]] = {k: [] for k in CONTENDERS}
-    order = list(CONTENDERS)
-    for r in range(args.repeats):
-        random.Random(r).shuffle(order)
+    if args.one:
+        one(args.one, args.rows, args.epochs, args.seed)
+        return
+    names = args.only or list(CONTENDERS)
+    per: dict[str, list[dict]] = {k: [] for k in names}
+    for seed in range(args.seeds):
+        order = list(names)
+        random.Random(seed).shuffle(order)
         for name in order:
-            times = CONTENDERS[name](x, y, args.epochs)
-            per[name].append(statistics.median(times[1:]))
-            print(f"repeat {r + 1}/{args.repeats}  {name:<10} {per[name][-1]:.3f} s/epoch", flush=True)
-    med = {k: statistics.median(v) for k, v in per.items()}
-    print(f"\n{args.rows} rows (80% train), {args.epochs} epochs x {args.repeats} repeats, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'contender':<12}{'median s/epoch':>16}{'vs naive':>10}{'vs tuned':>10}")
-    for k, v in med.items():
-        print(f"{k:<12}{v:>16.3f}{v / med['naive loop']:>10.2f}{v / med['tuned loop']:>10.2f}")
-    print(f"\ntarget: trainwell <= 0.90x naive ({med['trainwell'] / med['naive loop']:.2f}), "
-          f"<= 1.05x tuned ({med['trainwell'] / med['tuned loop']:.2f})")
+            proc = subprocess.run([sys.executable, __file__, "--one", name, "--seed", str(seed), "--rows",
+                                   str(args.rows), "--epochs", str(args.epochs)], capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"{name} (seed {seed}) failed:\n{proc.stderr[-3000:]}")
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res["epoch"] = statistics.median(res["times"][1:])
+            per[name].append(res)
+            print(f"seed {seed}  {name:<18} {res['epoch']:.3f} s/epoch  val_accuracy {res['accuracy']:.4f}  "
+                  f"VmHWM {res['vmhwm']:.0f} MiB", flush=True)
+    floor, peak = gemm_floor(args.rows)
+    med = {k: statistics.median(r["epoch"] for r in v) for k, v in per.items()}
+    base = med.get("naive loop", math.nan)
+    mem_base = statistics.median(r["vmhwm"] for r in per["naive loop"]) if "naive loop" in per else math.nan
+    print(f"\n{args.rows} rows (80% train), {args.epochs} epochs, {args.seeds} seeds, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; float32 peak {peak:.0f} GFLOP/s at 128x784x512")
+    print(f"{'contender':<19}{'s/epoch':>9}{'vs naive':>10}{'vs floor':>10}{'VmHWM MiB':>11}{'vs naive':>10}"
+          f"   val_accuracy per seed")
+    for k, runs in per.items():
+        mem = statistics.median(r["vmhwm"] for r in runs)
+        accs = "  ".join(f"{r['accuracy']:.4f}" for r in runs)
+        print(f"{k:<19}{med[k]:>9.3f}{med[k] / base:>10.2f}{med[k] / floor:>10.2f}{mem:>11.0f}"
+              f"{mem / mem_base:>10.2f}   {accs}")
+    print(f"{'GEMM floor (fp32)':<19}{floor:>9.3f}{floor / base:>10.2f}{1:>10.2f}")
+    best = min((v, k) for k, v in med.items() if k.startswith(("trainwell", "tw ")))
+    print(f"\ngoals: trainwell 32 <= 0.90x naive ({med.get('trainwell 32', math.nan) / base:.2f}); "
+          f"best option <= 2.5x the floor ({best[1]}: {best[0] / floor:.2f}); "
+          f"memory <= 1.2x the naive loop's ({statistics.median(r['vmhwm'] for r in per.get('trainwell 32', [{'vmhwm': math.nan}])) / mem_base:.2f})")
 
 
 if __name__ == "__main__":

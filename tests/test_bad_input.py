@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import trainwell as tw
 from trainwell.cli import main
@@ -58,6 +59,9 @@ def _make_world(root: Path) -> None:
     (root / "fake.npy").write_text("x1,x2\n1,2\n")
     _table(root / "wide.csv", ["a,b,c,d,label"] + [f"{a},{b},{a},{b},{c}" for (a, b), c in zip(x, y, strict=True)])
     np.savez(root / "no_x.npz", features=x, y=y)
+    towns = [f"town{i % 60}" for i in range(120)]                 # 60 levels, each in two rows: embedded
+    _table(root / "towns.csv", ["town,x1,label"] + [f"{t},{a},{i % 2}" for i, (t, a) in enumerate(zip(towns, x[:, 0].tolist() * 2))])
+    _table(root / "ids.csv", ["code,x1,label"] + [f"c{i},{a},{c}" for i, ((a, _), c) in enumerate(zip(x, y))])
     for folder, classes in (("images", {"cat": 4, "dog": 4}), ("images_text", {"cat": 4, "dog": 4}),
                             ("images_empty_class", {"cat": 4, "dog": 0})):
         for name, count in classes.items():
@@ -76,6 +80,10 @@ def _make_world(root: Path) -> None:
     tw.fit(out=root / "done", quiet=True, **{
         "data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 2,
         "watch.probes": False, "watch.doctor": False, "watch.report": False})
+    quick = {"train.epochs": 1, "watch.probes": False, "watch.doctor": False, "watch.report": False}
+    tw.fit(out=root / "custom", quiet=True, model=torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)),
+           data=(x, y), **quick)
+    tw.fit(out=root / "arrays", quiet=True, data=(x, y), **{"model.hidden": [4], **quick})
     shutil.copytree(root / "done", root / "truncated")
     best = root / "truncated" / "checkpoints" / "best.safetensors"
     best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
@@ -218,6 +226,19 @@ CASES = [
          ("a_file", "not a folder")),
     Case("out-under-a-file", fit(out="{w}/a_file/run"),
          ("a_file/run", "cannot create the run folder")),
+    # ---- string columns (data.categorical)
+    Case("categorical-identifier", fit(*sets("data.source=\"{w}/ids.csv\"", "data.max_categories=10")),
+         ("ids.csv: column 'code' has 60 distinct strings", "an identifier", "data.drop = [\"code\"]")),
+    Case("embedded-whiten", fit(*sets("data.source=\"{w}/towns.csv\"", "data.normalize=\"zca_whiten\"")),
+         ("data.normalize: got 'zca_whiten'", "entity-embedded string columns", "data.categorical = \"onehot\"")),
+    # ---- a run of a module or data passed from Python
+    Case("custom-model-fit", ("fit", "{w}/custom/recipe.toml", "--out", "{out}"),
+         ("model.kind: 'custom'", "torch.nn.modules.container.Sequential", "tw.load(RUN_DIR, model=Sequential())")),
+    Case("custom-model-predict", ("predict", "{w}/custom", "{w}/good.csv"),
+         ("model.kind: 'custom'", "tw.load(RUN_DIR, model=Sequential())")),
+    Case("custom-model-resume", ("resume", "{w}/custom"), ("model.kind: 'custom'", "tw.resume(RUN_DIR, model=")),
+    Case("custom-data-fit", ("fit", "{w}/arrays/recipe.toml", "--out", "{out}"),
+         ("data.source: 'custom' means the data was passed from Python", "tw.fit(..., data=(x, y))")),
     # ---- predict
     # ---- resume
     Case("resume-no-run", ("resume", "{w}/no_such_run"), ("no_such_run", "not a trainwell run folder")),

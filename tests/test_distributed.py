@@ -209,6 +209,7 @@ def test_a_failure_is_named_once(capsys, tmp_path):
                    f"workers were ended; the last complete checkpoint is kept in {tmp_path}; resume with: "
                    f"trainwell resume {tmp_path} --nproc 2"]
     assert _report_failure(failed(r0=2, r1=2), 2, tmp_path) == 2      # rank 0 said why (bad input)
+    assert _report_failure(failed(r0=2, r1=-15), 2, tmp_path) == 2     # ... and the launcher ended worker 1
     assert _report_failure(failed(r0=130, r1=130), 2, tmp_path) == 130
     assert capsys.readouterr().err == ""
     assert _report_failure(failed(r0=1), 2, tmp_path) == 1

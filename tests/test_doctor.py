@@ -98,13 +98,19 @@ def test_flipped_labels_are_found_as_suspected_mislabeled():
     assert row["label"] == str(y[row["index"]]) and row["prediction"] != row["label"]
 
 
-def test_duplicated_rows_across_splits_are_leakage():
+def test_duplicated_rows_across_splits_are_leakage(tmp_path):
+    import json
+
     x, y = _digits()
-    run = fit(out=False, quiet=True, data=(np.concatenate([x, x]), np.concatenate([y, y])),
+    run = fit(out=tmp_path, quiet=True, data=(np.concatenate([x, x]), np.concatenate([y, y])),
               **{"train.epochs": 1, "watch.report": False})
     finding = next(f for f in run.extras["findings"] if f.rule == "leakage")
     assert finding.severity == "severe"
     assert finding.evidence["shared_rows"]["test"] > 0.5 * run.metrics["rows"]["test"]
+    # the baselines of what the data allows are scored on the validation rows that are not copies
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    base, leaked = facts["baseline"], facts["leakage_same_target"]["val"]
+    assert base["val_rows_left_out"] == leaked > 0
 
 
 def test_class_imbalance():

@@ -33,7 +33,7 @@ def test_fast_scenario(scenario, tmp_path):
     assert o.crash is None, o.crash
     assert o.missed == [], f"missed {o.missed}: {[f.rule for f in o.findings]}"
     assert o.false_positives == [], f"false positives {o.false_positives}"
-    assert o.repeated == []
+    assert o.repeated == [] and o.contradictions == []
     if not scenario.healthy:
         assert o.first_ok, f"first finding {o.findings[0].rule}, expected one of {scenario.first}"
 
@@ -49,3 +49,23 @@ def test_whole_corpus_meets_the_goals(tmp_path):
     assert m["root_cause_first"] >= g["root_cause_first"], report
     assert m["fp_per_healthy"] <= g["fp_per_healthy"], report
     assert m["repeated_remedies"] == g["repeated_remedies"], report
+    assert m["contradictions"] == g["contradictions"], report
+
+
+def _scenario(name):
+    return next(s for s in corpus.SCENARIOS if s.name == name)
+
+
+def test_try_on_corpus_scenarios(tmp_path):
+    """doctor --try on two corpus runs: a remedy that helps (zero biases for units a bias of -4 kills),
+    and a healthy run with nothing to try."""
+    from trainwell.watch.trial import try_remedy
+
+    sick = corpus.run_scenario(_scenario("p_dead_bias"), tmp_path)
+    result = try_remedy(sick.run_dir, out=tmp_path / "try")
+    assert result.rule == "dead_relus" and result.overrides == {"init.bias": "zeros"}
+    assert result.confirmed and result.after < 0.5 * result.before, result.summary()
+    healthy = corpus.run_scenario(_scenario("h_wine"), tmp_path)
+    nothing = try_remedy(healthy.run_dir)
+    assert nothing.overrides == {} and not nothing.confirmed
+    assert nothing.summary().startswith("nothing to try")

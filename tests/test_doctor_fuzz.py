@@ -91,6 +91,8 @@ def facts(draw, task):
         "leakage": maybe(st.fixed_dictionaries({"val": st.integers(0, 50), "test": st.integers(0, 50)})),
         "leakage_same_target": maybe(st.fixed_dictionaries({"val": st.integers(0, 50),
                                                             "test": st.integers(0, 50)})),
+        "leakage_lift": maybe(st.fixed_dictionaries({"val": maybe(st.fixed_dictionaries({
+            "lift": VALUE, "accuracy_leaked": PROB, "accuracy_rest": PROB})), "test": st.one_of(VALUE, st.just([]))})),
         "suspects": st.lists(suspect, max_size=6),
         "noise": maybe(st.fixed_dictionaries({"suspects": st.integers(0, 50), "rate": PROB,
                                               "checked": st.integers(0, 200)})),
@@ -119,7 +121,9 @@ def evidence(draw):
                                                                          "kaiming_normal"]), "std": VALUE})),
         "data": maybe(st.fixed_dictionaries({"normalize": st.sampled_from(["none", "standard"]),
                                              "target_normalize": st.booleans()})),
-        "stopping": maybe(st.fixed_dictionaries({"enabled": st.booleans(), "restore_best": st.booleans()})),
+        "stopping": maybe(st.fixed_dictionaries({"enabled": st.booleans(), "restore_best": st.booleans(),
+                                                 "monitor": st.sampled_from(["val_loss", "val_accuracy", "val_odd", 3]),
+                                                 "mode": st.sampled_from(["min", "max", None])})),
         "train": maybe(st.fixed_dictionaries({"epochs": st.integers(1, 9), "clip_norm": VALUE})),
     })))
     return Evidence(recipe, draw(history()), metrics, draw(probes()), draw(facts(task)))
@@ -195,4 +199,24 @@ def test_doctor_and_report_read_every_kind_of_run_folder(case, tmp_path, capsys)
             (tmp_path / name).unlink(missing_ok=True)
     assert main(["doctor", str(tmp_path)]) == 0
     assert main(["report", str(tmp_path)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_doctor_and_report_read_search_trial_folders(tmp_path, capsys):
+    """A search's trial folders (test split locked, watch off) and its final retrain."""
+    import trainwell as tw
+    from trainwell.cli import main
+    from trainwell.search.run import search
+
+    path = tmp_path / "search.toml"
+    path.write_text("\n".join([
+        "[data]", 'source = "moons"', "n_samples = 200", "[model]", "hidden = [8]", "[train]", "epochs = 2",
+        "[search]", 'strategy = "grid"', "grid_points = 2", "trials = 2", "[search.space]",
+        '"optimizer.lr" = { log_uniform = [1e-3, 1e-1] }']) + "\n")
+    search(tw.load_recipe(path), out=tmp_path / "study", quiet=True)
+    folders = sorted((tmp_path / "study" / "trials").iterdir()) + [tmp_path / "study" / "final"]
+    assert len(folders) == 3 and all((f / "history.csv").exists() for f in folders)
+    for folder in folders:
+        assert main(["doctor", str(folder)]) == 0
+        assert main(["report", str(folder)]) == 0
     assert "Traceback" not in capsys.readouterr().err

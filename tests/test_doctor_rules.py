@@ -3,6 +3,7 @@ root-cause ordering; remedies that read the recipe."""
 
 import math
 
+import numpy as np
 import pytest
 
 from trainwell.recipe import load_recipe
@@ -103,12 +104,27 @@ def _updates(ratio):
 def test_learning_rate_rules_and_their_computed_lr():
     low = D.update_ratio(ev(probes=_updates(1e-6)))
     assert [f.rule for f in low] == ["lr_too_low"]
-    # 1e-3 / 1e-6 = 1000x, capped at 100x: 1e-3 -> 0.1
+    # 2.5e-3 / 1e-6 = 2500x, capped at 100x: 1e-3 -> 0.1
     assert low[0].overrides == {"optimizer.lr": pytest.approx(0.1)}
+    # just outside the band: 3x at least (2.5e-3 / 9e-5 = 28x -> 1e-3 x 28, one significant digit: 0.03)
+    (near,) = D.update_ratio(ev(probes=_updates(9e-5)))
+    assert near.rule == "lr_too_low" and near.overrides == {"optimizer.lr": pytest.approx(0.03)}
+    assert D.update_ratio(ev(probes=_updates(1.1e-4))) == []              # just inside: quiet
     high = D.update_ratio(ev(probes=_updates(0.1)))
     assert [f.rule for f in high] == ["lr_too_high"]
-    assert high[0].overrides == {"optimizer.lr": pytest.approx(1e-5)}       # 1e-3 x max(1e-3/0.1, 0.01)
+    # aims at the healthy runs' median ratio: 1e-3 x 2.5e-3 / 0.1 = 2.5e-5, one significant digit
+    assert high[0].overrides == {"optimizer.lr": pytest.approx(2e-5)}
+    (edge,) = D.update_ratio(ev(probes=_updates(0.031)))
+    assert edge.overrides == {"optimizer.lr": pytest.approx(8e-5)}       # 1e-3 x 2.5e-3 / 0.031
+    assert D.update_ratio(ev(probes=_updates(0.029))) == []               # just inside: quiet
     assert D.update_ratio(ev(probes=_updates(2e-3))) == []
+
+
+def test_after_a_divergence_the_lower_rate_aims_at_the_safer_ratio():
+    rows = curve([2.0, 3.0, 5.0, 9.0])
+    (f,) = D.divergence(ev(rows, probes=_updates(0.1)))
+    # 1e-3 x 1e-3 / 0.1 = 1e-5 (the lr_too_high rule alone would propose 2e-5), with clipping tried together
+    assert f.overrides == {"optimizer.lr": pytest.approx(1e-5), "train.clip_norm": 1.0}
 
 
 # ------------------------------------------------------------------------------------ data
@@ -138,6 +154,8 @@ def test_mislabeled_is_a_warning_with_a_noise_rate_even_at_low_train_accuracy():
     e = ev(curve([1, 0.9, 0.8], train_accuracy=[0.5, 0.6, 0.7]), facts=facts)
     (f,) = D.mislabeled(e)
     assert f.severity == "warning" and "8%" in f.message and f.evidence["noise_rate"] == 0.08
+    # wrong labels are a data fix: label smoothing left the corpus's noisy runs' validation log-loss worse
+    assert f.overrides == {} and "label smoothing" not in f.remedy
     quiet = {**facts, "noise": {"checked": 500, "suspects": 10, "rate": 0.02}}
     assert D.mislabeled(ev(curve([1, 0.9, 0.8], train_accuracy=[0.5, 0.6, 0.7]), facts=quiet)) == []
 
@@ -233,6 +251,21 @@ def test_overfitting_with_early_stopping_restoring_the_best_epoch_is_a_note():
     assert h.severity == "info" and "stopping.enabled" not in h.overrides and "optimizer.weight_decay" in h.overrides
 
 
+def test_overfitting_restored_by_another_monitor_can_return_an_overfitted_epoch():
+    """restore_best keeps the best epoch by the monitored value: by val_accuracy that can be an epoch
+    whose validation loss has already risen, and then the returned model is affected."""
+    rows = curve([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1],
+                 val_accuracy=[0.5, 0.6, 0.7, 0.75, 0.78, 0.8, 0.82, 0.81])
+    by_acc = {**RECIPE, "stopping": {**RECIPE["stopping"], "monitor": "val_accuracy", "mode": "max"}}
+    (f,) = D.overfitting(ev(rows, recipe=by_acc))        # epoch 7 restored: val loss 0.95, 58% above 0.6
+    assert f.severity == "warning" and f.evidence["kept_best"] is False
+    early = [0.5, 0.6, 0.7, 0.85, 0.8, 0.8, 0.82, 0.81]  # epoch 4 restored: the loss minimum
+    rows_early = curve([1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05], [1.0, 0.8, 0.7, 0.6, 0.7, 0.8, 0.95, 1.1],
+                       val_accuracy=early)
+    (g,) = D.overfitting(ev(rows_early, recipe=by_acc))
+    assert g.severity == "info" and g.evidence["kept_best"] is True
+
+
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_every_rule_is_quiet_on_a_healthy_run_evidence(rule):
     """A curve that falls steadily, a model as good as its baseline, sound probes, clean data."""
@@ -252,3 +285,142 @@ def test_every_rule_is_quiet_on_a_healthy_run_evidence(rule):
                                                                                               0.95, 0.95]),
            probes, facts, {"task": "multiclass", "loss": "cross_entropy", "classes": list("0123456789")})
     assert RULES[rule](e) == []
+
+
+# ------------------------------------------------------------------------------------ doctor --try's ruler
+def test_try_compares_the_same_quantity_when_the_remedy_changes_the_loss():
+    import torch
+    import torch.nn.functional as F
+
+    from trainwell.watch.trial import compared_column
+
+    # why: the same logits score worse under a smoothed criterion (its floor is above zero)
+    logits, y = torch.tensor([[6.0, 0.0, 0.0]]), torch.tensor([0])
+    assert F.cross_entropy(logits, y, label_smoothing=0.1) > 2 * F.cross_entropy(logits, y)
+    assert compared_column("val_loss", "multiclass", {"loss.label_smoothing": 0.1}) == ("val_nll", "min")
+    assert compared_column("val_loss", "binary", {"loss.class_weight": "balanced"}) == ("val_nll", "min")
+    assert compared_column("val_loss", "regression", {"data.target_normalize": "standard"}) == ("val_mse", "min")
+    # a remedy that leaves the criterion alone, or a monitor that does not depend on it: unchanged
+    assert compared_column("val_loss", "multiclass", {"optimizer.lr": 0.01}) == ("val_loss", "")
+    assert compared_column("val_accuracy", "multiclass", {"loss.label_smoothing": 0.1}) == ("val_accuracy", "")
+
+
+def test_try_reads_the_returned_models_value():
+    from trainwell.watch.trial import monitored
+
+    h = [{"val_loss": 0.9, "val_nll": 0.5}, {"val_loss": 0.6, "val_nll": 0.7}, {"val_loss": 0.8, "val_nll": 0.4}]
+    # restore_best keeps epoch 2 (lowest val_loss): its val_nll, not the column's own minimum
+    assert monitored(h, "val_loss", "min", True, "val_nll") == 0.7
+    assert monitored(h, "val_loss", "min", False, "val_nll") == 0.4       # the last epoch's
+    assert monitored(h, "val_loss", "min", True) == 0.6
+    assert math.isnan(monitored([{"val_loss": float("nan")}], "val_loss", "min", True))
+
+
+# ------------------------------------------------------------------------------------ every threshold, both sides
+_TEN = {"task": "multiclass", "loss": "cross_entropy", "classes": list("0123456789")}
+
+
+def _initial(loss):
+    return ev(probes={"initial": {"loss": loss}}, metrics=_TEN)
+
+
+def _losses(losses, start=1.0):
+    return ev(curve(losses), probes={"initial": {"loss": start}}, metrics=_TEN)
+
+
+def _act(stat, value):
+    return ev(probes={"activations": [{"name": "act1"}], "epochs": [{"epoch": 1, "activations": {"act1": {stat: value}}}]})
+
+
+def _spread(value):
+    return ev(probes={"weighted": [{"name": "fc1"}, {"name": "head"}],
+                      "epochs": [{"epoch": 1, "weights": {"fc1": {"row_spread": value}, "head": {"row_spread": 1.0}}}]})
+
+
+def _scales(std_max, abs_mean=0.0):
+    return ev(facts={"scales": {"std_min": 1.0, "std_max": std_max, "std_median": 1.0, "abs_mean_max": abs_mean}})
+
+
+def _counts(big, small=100):
+    return ev(facts={"data": {"class_counts": {"train": [big, small]}, "classes": ["a", "b"]}})
+
+
+def _calib(ece, conf, acc, rows=200):
+    return ev(facts={"calibration": {"ece": ece, "confidence": conf, "accuracy": acc, "rows": rows}},
+              metrics={"task": "binary", "loss": "cross_entropy"})
+
+
+def _noise(rate, suspects, checked):
+    return ev(facts={"noise": {"checked": checked, "suspects": suspects, "rate": rate}})
+
+
+LN10 = math.log(10)
+# (rule, evidence just inside the healthy side, evidence just outside, severity outside)
+THRESHOLDS = {
+    "initial_loss low": (D.initial_loss, _initial(0.51 * LN10), _initial(0.49 * LN10), "warning"),
+    "initial_loss high": (D.initial_loss, _initial(2.99 * LN10), _initial(3.01 * LN10), "warning"),
+    "not_decreasing": (D.not_decreasing, _losses([1.0, 0.98, 0.965]), _losses([1.0, 0.98, 0.975]), "severe"),
+    "divergence final": (D.divergence, _losses([1.0, 1.2, 1.49]), _losses([1.0, 1.2, 1.51]), "severe"),
+    "divergence spike": (D.divergence, _losses([1.0, 2.9, 0.9]), _losses([1.0, 3.1, 0.9]), "warning"),
+    "saturated": (D.saturation, _act("saturated", 0.29), _act("saturated", 0.31), "warning"),
+    "saturated severe": (D.saturation, _act("saturated", 0.29), _act("saturated", 0.61), "severe"),
+    "dead": (D.dead_relus, _act("dead", 0.39), _act("dead", 0.41), "warning"),
+    "dead severe": (D.dead_relus, _act("dead", 0.39), _act("dead", 0.71), "severe"),
+    "identical": (D.identical_units, _spread(1.1e-4), _spread(0.9e-4), "severe"),
+    "unnormalized spread": (D.unnormalized, _scales(99.0), _scales(101.0), "warning"),
+    "unnormalized offset": (D.unnormalized, _scales(1.0, 9.9), _scales(1.0, 10.1), "warning"),
+    "imbalance": (D.imbalance, _counts(299), _counts(300), "warning"),
+    "imbalance severe": (D.imbalance, _counts(299), _counts(1000), "severe"),
+    "overconfidence ece": (D.overconfidence, _calib(0.079, 0.95, 0.85), _calib(0.081, 0.95, 0.85), "warning"),
+    "overconfidence gap": (D.overconfidence, _calib(0.1, 0.949, 0.9), _calib(0.1, 0.951, 0.9), "warning"),
+    "overconfidence rows": (D.overconfidence, _calib(0.1, 0.95, 0.85, rows=49), _calib(0.1, 0.95, 0.85), "warning"),
+    "mislabeled rate": (D.mislabeled, _noise(0.039, 39, 1000), _noise(0.041, 41, 1000), "warning"),
+    "mislabeled rows": (D.mislabeled, _noise(0.05, 5, 99), _noise(0.05, 5, 100), "warning"),
+    "mislabeled count": (D.mislabeled, _noise(0.04, 4, 100), _noise(0.05, 5, 100), "warning"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(THRESHOLDS))
+def test_each_threshold_from_both_sides(case):
+    rule, inside, outside, severity = THRESHOLDS[case]
+    assert rule(inside) == []
+    (f,) = rule(outside)
+    assert f.severity == severity
+
+
+def test_underfitting_says_still_improving_only_when_the_loss_agrees():
+    def run(losses):
+        probes = {"initial": {"loss": 1.0},
+                  "epochs": [{"epoch": i + 1, "train_eval": {"accuracy": a, "loss": t}}
+                             for i, (a, t) in enumerate(zip([0.3, 0.35, 0.4], losses))]}
+        facts = {"baseline": {"metric": "accuracy", "val": 0.9, "models": {"knn": 0.9}}, "data": {"rows": {"val": 300}}}
+        return diagnose(ev(curve(losses, val_accuracy=[0.3, 0.35, 0.4]), probes, facts, _TEN))
+    falling = run([0.9, 0.8, 0.7])
+    assert "still improving" in next(f for f in falling if f.rule == "underfitting").remedy
+    flat = run([1.0, 0.99, 0.985])                        # accuracy creeps up, the loss does not fall
+    assert "loss_not_decreasing" in [f.rule for f in flat]
+    assert not any("still improving" in f.remedy for f in flat)
+
+
+def test_leakage_severity_grows_with_the_accuracy_the_duplicates_add():
+    from trainwell.watch.facts import leak_lift
+
+    # 10 of 200 rows leaked, all right; the other 190 at 80%: lift = 0.05 x (1 - 0.8) = 0.01
+    correct = np.array([True] * 10 + [True] * 152 + [False] * 38)
+    leaked = np.array([True] * 10 + [False] * 190)
+    lift = leak_lift(correct, leaked)
+    assert lift["lift"] == pytest.approx(0.05 * 0.2) and lift["accuracy_rest"] == pytest.approx(0.8)
+    assert leak_lift(correct, np.zeros(200, bool)) == {}
+
+    def leak(n, rows, lift):
+        return D.leakage(ev(facts={"leakage": {"val": n}, "leakage_same_target": {"val": n},
+                                   "data": {"rows": {"val": rows}},
+                                   "leakage_lift": {"val": {"lift": lift, "accuracy_leaked": 1.0,
+                                                            "accuracy_rest": 0.8}}}))
+    # 3 of 300 rows (1%): a note while they add little, a warning or severe as they add more
+    assert leak(3, 300, 0.004)[0].severity == "info"
+    assert leak(3, 300, 0.006)[0].severity == "warning"
+    assert leak(2, 300, 0.006)[0].severity == "info"               # a natural pair or two stays a note
+    assert leak(6, 200, 0.004)[0].severity == "warning"            # 3% of the split: a warning by its share
+    (f,) = leak(6, 200, 0.021)
+    assert f.severity == "severe" and "lift the val accuracy by 2.1%" in f.message

@@ -49,7 +49,7 @@ def test_table_round_trip_with_one_hot(tmp_path, table, fmt):
 def test_string_columns_rejected_when_asked(tmp_path, table):
     table.to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"column 'colour' holds strings; encode it as numbers, drop it, or set "
-                       r"data.categorical = \"onehot\""):
+                       r"data.categorical = \"onehot\" or \"auto\""):
         load_source(section(tmp_path / "t.csv", target="label", categorical="error"), 0)
 
 
@@ -57,7 +57,11 @@ def test_identifier_like_string_column_rejected(tmp_path):
     frame = pd.DataFrame({"id": [f"u{i}" for i in range(30)], "x": range(30), "y": [0, 1] * 15})
     frame.to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"column 'id' has 30 distinct strings \(more than data.max_categories "
-                       r"= 10\)"):
+                       r"= 10\).*data.categorical = \"auto\""):
+        load_source(section(tmp_path / "t.csv", max_categories=10, categorical="onehot"), 0)
+    # auto embeds a column of many levels, but one with a distinct string in every row is an identifier.
+    with pytest.raises(DataError, match=r"column 'id' has 30 distinct strings \(a distinct string in every row: "
+                       r"an identifier, not a category\); drop it with data.drop = \[\"id\"\]"):
         load_source(section(tmp_path / "t.csv", max_categories=10), 0)
 
 

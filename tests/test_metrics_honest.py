@@ -105,3 +105,40 @@ def test_a_run_reports_the_metrics_of_its_own_predictions(tmp_path):
     assert cal["split"] == "test" and sum(b["rows"] for b in cal["bins"]) == len(test)
     assert cal["ece"] == pytest.approx(got["ece"], abs=1e-5)
     assert 'id="fig-reliability"' in (run.path / "report.html").read_text()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10**6), st.integers(3, 200), st.integers(2, 7))
+def test_label_metrics_with_missing_classes_equal_sklearn(seed, n, c):
+    """Macro F1 runs over the classes among the targets or the predictions (sklearn's labels)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    p = np.where(rng.random(n) < 0.6, y, rng.integers(0, c, n))
+    task = "binary" if c == 2 else "multiclass"
+    got = M.compute(M.build_metrics(task, c), torch.from_numpy(p), torch.from_numpy(y))
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, p), abs=1e-6)
+    assert got["f1"] == pytest.approx(skm.f1_score(y, p, average="macro", zero_division=0), abs=1e-5)
+    if set(p) <= set(y):              # sklearn's balanced accuracy counts the targets' classes only
+        assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10**6), st.integers(2, 200), st.integers(1, 3), st.floats(0.0, 3.0))
+def test_regression_metrics_equal_sklearn(seed, n, outputs, noise):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(n, outputs)).astype(np.float32)
+    p = (y + noise * rng.normal(size=y.shape)).astype(np.float32)
+    yt, pt = torch.from_numpy(y), torch.from_numpy(p)
+    if outputs == 1:
+        yt, pt = yt.squeeze(1), pt.squeeze(1)
+    got = M.compute(M.build_metrics("regression", 0), pt, yt)
+    assert got["mse"] == pytest.approx(skm.mean_squared_error(y, p), rel=1e-4, abs=1e-6)
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p), rel=1e-4, abs=1e-6)
+    assert got["r2"] == pytest.approx(skm.r2_score(y, p), rel=1e-3, abs=1e-4)
+
+
+def test_auroc_counts_ties_half_and_is_nan_without_both_classes():
+    y = torch.tensor([0, 0, 1, 1])
+    assert M.auroc(torch.tensor([0.1, 0.5, 0.5, 0.9]), y) == pytest.approx(0.875)     # 3.5 of 4 pairs
+    assert M.auroc(torch.tensor([0.9, 0.8, 0.2, 0.1]), y) == 0.0
+    assert np.isnan(M.auroc(torch.tensor([0.3, 0.6]), torch.tensor([1, 1])))

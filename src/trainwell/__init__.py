@@ -5,6 +5,8 @@
     run.history, run.metrics, run.model, run.path
     run.history_df(), run.plot(), run.report()          # in a notebook: a DataFrame, a Figure, the report
     tw.lab("init", depth=20, gain=5/3), tw.lr_find("recipe.toml"), tw.doctor(run)
+    model = tw.load(run.path)            # the trained model with its preprocessing (model=Net() for your own module)
+    tw.predict(model, "new.csv")         # or tw.predict(RUN_DIR, rows): a DataFrame of predictions
 
 Names are imported on first use, so `trainwell recipe` or `--help` do not pay for torch.
 """
@@ -17,15 +19,16 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "api", "Run": "api", "resume": "resuming",
+    "fit": "api", "Run": "api", "resume": "resuming", "load": "predict", "predict": "predict",
     "Recipe": "recipe", "load_recipe": "recipe",
     "TrainwellError": "errors", "RecipeError": "errors", "DataError": "errors", "CheckpointError": "errors",
     "TestSplitLocked": "errors", "RecipeDeprecation": "errors", "search": "search.run", "fit_protocol": "search.protocol",
     "lab": "notebook", "lr_find": "notebook", "doctor": "notebook",
 }
 
-__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeDeprecation", "RecipeError", "Run", "TestSplitLocked", "TrainwellError",
-           "__version__", "doctor", "fit", "fit_protocol", "lab", "load_recipe", "lr_find", "resume", "search"]
+__all__ = ["CheckpointError", "DataError", "Recipe", "RecipeDeprecation", "RecipeError", "Run", "TestSplitLocked",
+           "TrainwellError", "__version__", "doctor", "fit", "fit_protocol", "lab", "load", "load_recipe", "lr_find",
+           "predict", "resume", "search"]
 
 if TYPE_CHECKING:
     from .api import Run, fit
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
         TrainwellError,
     )
     from .notebook import doctor, lab, lr_find
+    from .predict import load, predict
     from .recipe import Recipe, load_recipe
     from .resuming import resume
     from .search.protocol import fit_protocol

@@ -19,13 +19,13 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from . import __version__
+from . import __version__, custom
 from . import distributed as ddp
 from .averaging import finisher_for
 from .build import build
 from .checkpoint import prefixed, save_checkpoint
 from .data import checks, preparation, target
-from .data.normalize import make_normalizer
+from .data.normalize import keep_columns, make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
 from .ensemble import member_rows
@@ -104,7 +104,7 @@ def _as_dataset(data: Any, task: str) -> Dataset:
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = (d.detach().cpu().numpy() if torch.is_tensor(d) else np.asarray(d) for d in data)
-        return make_dataset(x, y, task, name="data")
+        return replace(make_dataset(x, y, task, name="data"), preparation={"arrays": custom.arrays_record(x, y)})
     raise DataError("data: expected a trainwell Dataset or an (x, y) pair of arrays/tensors")
 
 
@@ -139,7 +139,8 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
         x_all = checks.impute(x_all, impute_values)
     ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
-        normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(x_all[splits.train])
+        normalizer = keep_columns(make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(
+            x_all[splits.train]), [ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(
@@ -187,7 +188,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     `resume_state`: (tensors, meta) of a checkpoint to continue from; use `trainwell.resume`.
     `lock_test`: the test split is locked (reading it raises) and not evaluated: a search trial.
     """
-    recipe = load_recipe(recipe, overrides)
+    recipe = custom.record(load_recipe(recipe, overrides), model, data)    # model.kind, data.source = "custom"
     world = ddp.current()                 # None on one process; else this worker's rank (rank 0 writes)
     main = world is None or world.main
     quiet = quiet or not main
@@ -195,7 +196,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     setup = build(recipe, prepared, device, model=model, train=member_rows(recipe, 0, prepared.train))
     if world is not None:
-        ddp.check_shares(setup, world, recipe.model.sync_batchnorm)
+        ddp.check_shares(setup, world, _sync_bn(recipe))
         ddp.seed_worker(setup, recipe.seed, world)
     run_dir = _open_run_dir(recipe, out, force, resume_state, "custom" if model is not None else None) \
         if main else None
@@ -267,7 +268,12 @@ def _trainer(setup, recipe: Recipe, world, *, writes: bool, **kwargs) -> Trainer
     """The Trainer, or on a data-parallel worker the one that steps its share of each batch through DDP."""
     if world is None:
         return Trainer(setup, **kwargs)
-    return ddp.DataParallelTrainer(setup, world=world, writes=writes, sync_bn=recipe.model.sync_batchnorm, **kwargs)
+    return ddp.DataParallelTrainer(setup, world=world, writes=writes, sync_bn=_sync_bn(recipe), **kwargs)
+
+
+def _sync_bn(recipe: Recipe) -> bool:
+    """model.sync_batchnorm; a custom module's batch norm is synchronized."""
+    return getattr(recipe.model, "sync_batchnorm", True)
 
 
 def saved_statistics(prepared: Prepared) -> dict[str, torch.Tensor]:
@@ -322,7 +328,7 @@ def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: R
         "task": ds.task, "loss": setup.loss_kind, "classes": list(ds.classes),
         "rows": {k: int(len(v)) for k, v in prepared.indices.items()},
         "device": str(setup.device), "precision": recipe.train.precision, "environment": environment(),
-        "data_warnings": prepared.warnings,
+        "data_warnings": prepared.warnings, "network": network_record(recipe, setup.model),
     }
     if ds.target_scale is not None:     # metrics are in the target's units, the loss in the scaled space
         metrics["target_normalize"] = ds.target_scale.kind
@@ -377,6 +383,16 @@ def _calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dic
     if probs is None or not bool(torch.isfinite(probs).all()):
         return None
     return {"split": split, **reliability(probs.cpu(), part.y.cpu())}
+
+
+def network_record(recipe: Recipe, net: nn.Module) -> dict[str, Any]:
+    """metrics.json's account of the network: the recipe's kind (or a custom module's import path) and the
+    trainable parameter count of what was trained."""
+    out: dict[str, Any] = {"kind": recipe.model.kind}
+    if recipe.model.kind == "custom":
+        out["module"] = recipe.model.module
+    out["parameters"] = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return out
 
 
 def data_schema(ds: Dataset, loss_kind: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from .losses import (
     resolve_kind,
 )
 from .metrics import metric_names
-from .models import build_model
+from .models import build_model, embedding_columns
 from .optim import apply_decoupled_decay, build_optimizer, split_parameters
 from .precision import Precision
 from .precision import problem as precision_problem
@@ -165,7 +165,8 @@ def build_network(recipe, ds, model: nn.Module | None = None) -> tuple[nn.Module
     kind = resolve_kind(recipe.loss.kind, ds.task)
     custom = model is not None
     if model is None:
-        model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs))
+        model = build_model(recipe.model, tuple(ds.x.shape[1:]), output_size(kind, ds.task, ds.n_outputs),
+                            embedding_columns(ds.feature_names, ds.preparation.get("embedded", {})))
         init_model_(model, recipe.init, stream(recipe.seed, "init"))
         if kind == "nll":
             model.add_module("log_softmax", LogSoftmaxHead())

@@ -99,7 +99,7 @@ def _resume(args: argparse.Namespace) -> int:
     if nproc > 1:
         from . import distributed as ddp
 
-        recipe = check_workers(args.run_dir, nproc).replace(**parse_overrides(args.set))
+        recipe = check_workers(args.run_dir, nproc, parse_overrides(args.set))
         ddp.check_launch(recipe, nproc, args.backend)
         return ddp.launch(ddp.worker_argv(args.argv, None), nproc, Path(args.run_dir))
     resume(args.run_dir, quiet=args.quiet, **parse_overrides(args.set))
@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         line = lost_peer(exc)
         if line is None:
             raise
-        print(f"trainwell: error: {line}", file=sys.stderr)
+        if _speaks():                     # rank 0; the launcher names the worker that died
+            print(f"trainwell: error: {line}", file=sys.stderr)
         return 1
     finally:
         if previous is not None:

@@ -21,6 +21,7 @@ its share of the epoch), so a resume with the same number of workers continues b
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -200,8 +201,13 @@ def lost_peer(exc: BaseException) -> str | None:
 
 def _report_failure(exc, nproc: int, run_dir: Path | None) -> int:
     """One line for the failure that stopped the run. A worker's own error (bad input, Ctrl-C) was
-    already printed by rank 0; a worker killed by a signal is named here."""
+    already printed by rank 0, and the launcher then ended the others: its exit code is the run's.
+    A worker killed by a signal from outside is named here."""
     failures = exc.failures
+    codes = {f.exitcode for f in failures.values()}
+    for code in (2, 130):
+        if code in codes:
+            return code
     killed = {rank: f for rank, f in failures.items() if f.exitcode < 0}
     if killed:
         rank, f = min(killed.items(), key=lambda kv: kv[1].timestamp)
@@ -214,10 +220,6 @@ def _report_failure(exc, nproc: int, run_dir: Path | None) -> int:
         print(f"trainwell: error: worker {rank} (pid {f.pid}) was killed by {name}; the run stopped and the "
               f"other workers were ended{where}", file=sys.stderr)
         return 1
-    codes = {f.exitcode for f in failures.values()}
-    for code in (2, 130):
-        if code in codes:
-            return code
     ranks = ", ".join(f"worker {r} exit {f.exitcode}" for r, f in sorted(failures.items()))
     print(f"trainwell: error: the run stopped: {ranks} (see the worker's message above)", file=sys.stderr)
     return 1
@@ -361,7 +363,9 @@ class DataParallelTrainer(Trainer):
             if setup.device.type == "cuda" else None
         # Synchronized batch norm keeps the same running statistics on every worker: nothing to broadcast.
         # Each worker's own batch norm drifts apart: rank 0's statistics are copied before every forward.
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=local_bn)
+        sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
+            nn.parallel.DistributedDataParallel).parameters else "broadcast_buffers"   # (torch >= 2.13's name)
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, **{sync: local_bn})
         super().__init__(replace(setup, model=_StepForward(ddp), forward=None), **kwargs)  # the step: DDP ...
         self.model = model                                       # ... everything else sees the plain module
         self.world = world

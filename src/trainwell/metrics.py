@@ -1,11 +1,18 @@
-"""Split-level metrics with torchmetrics: computed on the whole split, never averaged over batches.
+"""Split-level metrics, computed on the whole split, never averaged over batches.
 
 Classification, from the predicted labels: accuracy, macro F1 (the mean of the per-class F1, for
 binary tasks too), balanced accuracy (the mean per-class recall) and, for binary tasks, the
-precision and recall of the positive class (class 1, the second of the sorted labels). From the
-predicted probabilities, on the evaluated splits (validation, test): the log-loss `nll`, the
-expected calibration error `ece` (15 equal-width bins of the top-label confidence, l1) and, for
-binary tasks, `auroc_pos`. Regression: mse, mae, r2. The training loss is recorded separately.
+precision and recall of the positive class (class 1, the second of the sorted labels). The macro
+means run over the classes that occur among the targets or the predictions. From the predicted
+probabilities, on the evaluated splits (validation, test): the log-loss `nll`, the expected
+calibration error `ece` (15 equal-width bins of the top-label confidence, l1; the bins of the
+report's reliability diagram) and, for binary tasks, `auroc_pos` (the area under the ROC curve,
+ties counted half). Regression: mse, mae, r2 (the mean over output columns; 1 for a perfect fit,
+0 for a wrong fit of a constant target). The training loss is recorded separately.
+
+Plain tensor arithmetic on the metrics' device, from a confusion matrix: nothing to import
+beyond torch, and the figures of the libraries that define them (tests/test_metrics_honest.py
+checks them against scikit-learn).
 """
 
 from __future__ import annotations
@@ -14,9 +21,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-import torchmetrics
-from torchmetrics import classification as C
-from torchmetrics import regression as R
 
 LABEL_METRICS = ("accuracy", "f1", "balanced_accuracy")
 BINARY_LABEL_METRICS = ("precision_pos", "recall_pos")
@@ -37,27 +41,15 @@ def metric_names(task: str, probabilities: bool = False) -> tuple[str, ...]:
     return names
 
 
-class Metrics(torch.nn.Module):
-    """The task's torchmetrics: `label` on predicted classes, `prob` on class probabilities."""
+class Metrics:
+    """What a task's metrics need to know: the task and its number of classes."""
 
     def __init__(self, task: str, n_classes: int) -> None:
-        super().__init__()
         self.task = task
-        if task == "regression":
-            self.label = torchmetrics.MetricCollection({"mse": R.MeanSquaredError(), "mae": R.MeanAbsoluteError(),
-                                                        "r2": R.R2Score()})
-            self.prob = None
-            return
-        n = max(n_classes, 2)
-        label = {"accuracy": C.MulticlassAccuracy(n, average="micro"),
-                 "f1": C.MulticlassF1Score(n, average="macro"),
-                 "balanced_accuracy": C.MulticlassRecall(n, average="macro")}
-        prob = {"ece": C.MulticlassCalibrationError(n, n_bins=ECE_BINS, norm="l1")}
-        if task == "binary":
-            label.update(precision_pos=C.BinaryPrecision(), recall_pos=C.BinaryRecall())
-            prob["auroc_pos"] = C.BinaryAUROC()
-        self.label = torchmetrics.MetricCollection(label)
-        self.prob = torchmetrics.MetricCollection(prob)
+        self.n_classes = max(n_classes, 2)
+
+    def to(self, device: torch.device | str) -> Metrics:       # stateless: computed where the tensors are
+        return self
 
 
 def build_metrics(task: str, n_classes: int) -> Metrics:
@@ -94,17 +86,95 @@ def log_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> f
     return float(-picked.clamp_min(eps).log().mean())
 
 
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den in float32, 0 where den is 0."""
+    num, den = num.float(), den.float()
+    return torch.where(den == 0, torch.zeros_like(num), num / torch.where(den == 0, torch.ones_like(den), den))
+
+
+def _macro(per_class: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-class score over the classes present (in the targets or the predictions)."""
+    w = present.float()
+    return (_ratio(w * per_class, w.sum().expand_as(w))).sum()
+
+
+def label_metrics(preds: torch.Tensor, target: torch.Tensor, n_classes: int, binary: bool) -> dict[str, float]:
+    n = max(n_classes, 2)
+    preds, target = preds.long().reshape(-1), target.long().reshape(-1)
+    counts = torch.bincount(target * n + preds, minlength=n * n).reshape(n, n)   # rows: true, columns: predicted
+    tp = counts.diagonal()
+    fp, fn = counts.sum(0) - tp, counts.sum(1) - tp
+    present = (tp + fp + fn) > 0
+    out = {"accuracy": _ratio(tp.sum(), counts.sum()),
+           "f1": _macro(_ratio(2.0 * tp, 2.0 * tp + fn + fp), present),
+           "balanced_accuracy": _macro(_ratio(tp, tp + fn), present)}
+    if binary:
+        out["precision_pos"] = _ratio(tp[1], tp[1] + fp[1])
+        out["recall_pos"] = _ratio(tp[1], tp[1] + fn[1])
+    return {k: float(v) for k, v in out.items()}
+
+
+def regression_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    preds, target = preds.float(), target.float()
+    if preds.dim() == 1 and target.dim() == 2 and target.shape[1] == 1:
+        target = target.squeeze(1)
+    diff = preds - target
+    rows = target.shape[0]
+    sse = (diff * diff).sum()
+    t = target.reshape(rows, -1)
+    total, total_sq = t.sum(0), (t * t).sum(0)
+    rss = (diff.reshape(rows, -1) ** 2).sum(0)
+    tss = total_sq - total * (total / rows)
+    fits, varies = ~torch.isclose(rss, torch.zeros_like(rss)), ~torch.isclose(tss, torch.zeros_like(tss))
+    r2 = torch.ones_like(rss)
+    r2 = torch.where(fits & varies, 1 - rss / torch.where(varies, tss, torch.ones_like(tss)), r2)
+    r2 = torch.where(fits & ~varies, torch.zeros_like(r2), r2)
+    return {"mse": float(sse / diff.numel()), "mae": float(diff.abs().sum() / diff.numel()),
+            "r2": float(r2.mean()) if rows >= 2 else math.nan}
+
+
+def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Top-label ECE over equal-width confidence bins (the last bin closed at 1)."""
+    conf, pred = probs.float().max(1)
+    which = (conf * bins).long().clamp(max=bins - 1)
+    count = torch.bincount(which, minlength=bins).double()
+    conf_sum = torch.zeros(bins, dtype=torch.float64, device=probs.device).index_add_(0, which, conf.double())
+    hit_sum = torch.zeros(bins, dtype=torch.float64, device=probs.device).index_add_(
+        0, which, (pred == target.long()).double())
+    gap = (hit_sum - conf_sum).abs()           # per bin: rows x |accuracy - confidence|
+    return float(gap.sum() / count.sum()) if len(target) else math.nan
+
+
+def auroc(scores: torch.Tensor, target: torch.Tensor) -> float:
+    """Area under the ROC curve of scores for class 1: the probability that a positive row scores
+    above a negative one, ties counted half (Mann-Whitney). NaN when a class is missing."""
+    y = target.long().reshape(-1) == 1
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    s = scores.double().reshape(-1)
+    order = torch.argsort(s)
+    sorted_s = s[order]
+    # Average ranks (1-based) of tied scores.
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    avg_rank = (ends - (counts.double() - 1) / 2)[inverse]
+    ranks = torch.empty_like(avg_rank).scatter_(0, order, avg_rank)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
 def compute(metrics: Metrics, preds: torch.Tensor, target: torch.Tensor,
             probs: torch.Tensor | None = None) -> dict[str, float]:
     """The label metrics of `preds`, plus the probability metrics when `probs` is given."""
-    metrics.label.reset()
-    result = {k: float(v) for k, v in metrics.label(preds, target).items()}
-    if probs is not None and metrics.prob is not None and target.dim() == 1:
-        metrics.prob.reset()
+    if metrics.task == "regression":
+        return regression_metrics(preds, target)
+    result = label_metrics(preds, target, metrics.n_classes, metrics.task == "binary")
+    if probs is not None and target.dim() == 1:
         result["nll"] = log_loss(probs, target)
-        result["ece"] = float(metrics.prob["ece"](probs, target))
-        if "auroc_pos" in metrics.prob:
-            result["auroc_pos"] = float(metrics.prob["auroc_pos"](probs[:, 1], target))
+        result["ece"] = expected_calibration_error(probs, target)
+        if metrics.task == "binary":
+            result["auroc_pos"] = auroc(probs[:, 1], target)
     return {k: result[k] for k in _order(metrics.task, result)}
 
 

@@ -12,6 +12,7 @@ predicted label and one probability column per class; regression gives the predi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, unprefixed
+from .custom import import_path, refuse
 from .data.checks import emit, impute
 from .data.formats import SUFFIXES, encode_features, unseen_categories
 from .data.normalize import make_normalizer
@@ -30,7 +32,7 @@ from .ensemble import Ensemble, combine_rule
 from .errors import DataError, RunDirError
 from .losses import LogSoftmaxHead, output_size
 from .metrics import probabilities
-from .models import build_model
+from .models import build_model, embedding_columns
 from .recipe import Recipe, load_recipe
 from .rundir import CHECKPOINTS, DATA_SCHEMA, METRICS, RECIPE
 
@@ -62,9 +64,12 @@ def scored_weights(run_dir: Path, restore_best: bool) -> dict[str, Any]:
     return pointer
 
 
-def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
+def load_run(run_dir: str | Path, model: torch.nn.Module | None = None
+             ) -> tuple[Recipe, torch.nn.Module, Any, torch.Tensor | None, dict[str, Any]]:
     """(recipe, model in eval mode, fitted normalizer, impute values or None, data schema): the model
-    the run returned (its ensemble, averaged weights or best/last epoch's weights, see scored_weights)."""
+    the run returned (its ensemble, averaged weights or best/last epoch's weights, see scored_weights).
+    `model`: a fresh instance of the module a custom run trained (model.kind = "custom"), which the
+    recipe cannot rebuild."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: run folder not found; give the folder `trainwell fit` wrote (--out)")
@@ -73,24 +78,74 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, Any, torch.T
                           "version)")
     schema = json.loads((run_dir / DATA_SCHEMA).read_text())
     recipe = load_recipe(run_dir / RECIPE)
+    if recipe.model.kind == "custom" and model is None:
+        refuse(recipe.model)
     pointer = scored_weights(run_dir, recipe.stopping.restore_best)
     loaded = [load_checkpoint(run_dir / name)[0] for name in pointer["files"]]
-    models = [_network(recipe, schema, unprefixed(pointer["tensors"], t)) for t in loaded]
-    model = Ensemble(models, combine_rule(schema["loss"], schema["task"])) if pointer["ensemble"] else models[0]
-    model.eval()
+    models = [_network(recipe, schema, unprefixed(pointer["tensors"], t),
+                       copy.deepcopy(model) if pointer["ensemble"] else model) for t in loaded]
+    net = Ensemble(models, combine_rule(schema["loss"], schema["task"])) if pointer["ensemble"] else models[0]
+    net.eval()
     normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)
     normalizer.load_state_dict(unprefixed("normalizer", loaded[0]))
-    return recipe, model, normalizer, loaded[0].get("impute.values"), schema
+    return recipe, net, normalizer, loaded[0].get("impute.values"), schema
 
 
-def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
-    model = build_model(recipe.model, tuple(schema["input_shape"]),
-                        output_size(schema["loss"], schema["task"], schema["n_outputs"]))
-    if schema["loss"] == "nll":
-        model.add_module("log_softmax", LogSoftmaxHead())
+class Loaded(torch.nn.Module):
+    """A finished run's model with its saved preprocessing (`tw.load`): called on raw feature rows (as
+    `predict` reads them from a file) it imputes and normalizes them like the training rows, then applies
+    the trained network. `tw.predict(loaded, rows)` gives the labelled table."""
+
+    def __init__(self, run_dir: Path, recipe: Recipe, net: torch.nn.Module, normalizer: Any,
+                 impute_values: torch.Tensor | None, schema: dict[str, Any]) -> None:
+        super().__init__()
+        self.run_dir, self.recipe, self.net, self.normalizer = run_dir, recipe, net, normalizer
+        self.impute_values, self.schema = impute_values, schema
+        self.eval()
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.schema["classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impute_values is not None:
+            x = impute(x, self.impute_values)
+        return self.net(self.normalizer.transform(x))
+
+    def extra_repr(self) -> str:
+        return f"run={str(self.run_dir)!r}, task={self.schema['task']}"
+
+
+def load(run_dir: str | Path, model: torch.nn.Module | None = None) -> Loaded:
+    """The trained model of a run folder with its saved preprocessing, in eval mode, ready for `tw.predict`.
+
+    `model`: a fresh instance of your own module when the run trained one (model.kind = "custom"); its
+    trained weights are loaded into it. Without it, the recipe's network is rebuilt."""
+    return Loaded(Path(run_dir), *load_run(run_dir, model))
+
+
+def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Tensor],
+             custom: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The network the weights belong to: the recipe's, rebuilt, or the user's own module (`custom`)."""
+    if custom is None:
+        embedded = (schema.get("preparation") or {}).get("embedded", {})
+        model = build_model(recipe.model, tuple(schema["input_shape"]),
+                            output_size(schema["loss"], schema["task"], schema["n_outputs"]),
+                            embedding_columns(tuple(schema["feature_names"]), embedded))
+        if schema["loss"] == "nll":
+            model.add_module("log_softmax", LogSoftmaxHead())
+    else:
+        model = custom
     if schema.get("target_scale"):      # regression: outputs mapped back to the target's units
-        model = attach(model, scale_from_schema(schema["target_scale"]), custom=False)
-    model.load_state_dict(weights)
+        model = attach(model, scale_from_schema(schema["target_scale"]), custom=custom is not None)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        if custom is None:
+            raise
+        raise DataError(f"model: the module given ({import_path(custom)}) does not fit the run's weights "
+                        f"({str(exc).splitlines()[0]}); pass a fresh instance of the class the run trained"
+                        + (f" ({recipe.model.module})" if recipe.model.kind == "custom" else "")) from None
     return model
 
 
@@ -111,9 +166,10 @@ def read_rows(path: str | Path, schema: dict[str, Any], target: str | None,
         if not names:   # trained on arrays: every column but the target is a feature
             extra = frame.shape[1] - math.prod(shape)
             names = tuple(c for c in frame.columns if c != (target or frame.columns[-1]) or extra <= 0)
-        x = encode_features(frame, names, path)
+        embedded = (schema.get("preparation") or {}).get("embedded", {})
+        x = encode_features(frame, names, path, embedded)
         if unseen is not None:
-            unseen.update(unseen_categories(frame, names))
+            unseen.update(unseen_categories(frame, names, embedded))
     elif fmt == "npy":
         x = np.load(path, allow_pickle=False)
     elif fmt == "npz":
@@ -131,23 +187,27 @@ def read_rows(path: str | Path, schema: dict[str, Any], target: str | None,
 
 
 @torch.inference_mode()
-def predict(run_dir: str | Path, data: str | Path | np.ndarray):
-    """A pandas DataFrame: `prediction` and, for classification, `prob_<class>` per class."""
+def predict(run: str | Path | Loaded, data: str | Path | np.ndarray | torch.Tensor):
+    """A pandas DataFrame: `prediction` and, for classification, `prob_<class>` per class.
+
+    `run`: a run folder, or what `tw.load` returned (a custom module's run must be loaded that way);
+    `data`: a file of rows, or an array/tensor of feature rows encoded like the training ones."""
     import pandas as pd
 
-    recipe, model, normalizer, impute_values, schema = load_run(run_dir)
+    loaded = run if isinstance(run, Loaded) else load(run)
+    schema, imputing = loaded.schema, loaded.impute_values is not None
+    if torch.is_tensor(data):
+        data = data.detach().cpu().numpy()
     unseen: dict[str, dict] = {}
-    x = data if isinstance(data, np.ndarray) else read_rows(data, schema, recipe.data.target, unseen)
+    x = data if isinstance(data, np.ndarray) else read_rows(data, schema, loaded.recipe.data.target, unseen)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     where = "predict" if isinstance(data, np.ndarray) else str(data)
     nonfinite = (~torch.isfinite(xt.reshape(len(xt), -1))).sum(0).numpy()
-    emit(predict_warnings(where, unseen, nonfinite, tuple(schema["feature_names"]), impute_values is not None))
-    if impute_values is not None:
-        xt = impute(xt, impute_values)
-    elif nonfinite.any():
+    emit(predict_warnings(where, unseen, nonfinite, tuple(schema["feature_names"]), imputing))
+    if not imputing and nonfinite.any():
         raise DataError(f"{where}: the rows hold NaN or infinite features and the run was trained with "
                         "data.nonfinite = \"error\"; clean them")
-    out = torch.cat([model(normalizer.transform(xt[i:i + 2048])) for i in range(0, len(xt), 2048)])
+    out = torch.cat([loaded(xt[i:i + 2048]) for i in range(0, len(xt), 2048)])   # imputed, normalized, the model
     if schema["task"] == "regression":
         values = out.reshape(len(out), -1).numpy()
         cols = ["prediction"] if values.shape[1] == 1 else [f"prediction_{k}" for k in range(values.shape[1])]

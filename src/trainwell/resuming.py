@@ -17,6 +17,7 @@ from . import distributed as ddp
 from .api import fit
 from .callbacks import StopReason
 from .checkpoint import MANIFEST, load_checkpoint, read_manifest
+from .custom import require
 from .errors import CheckpointError, RecipeError, RunDirError
 from .recipe import Recipe, load_recipe, read_old_average_keys
 from .rundir import CHECKPOINTS, LAST, METRICS, RECIPE, run_lock, sweep_temp_files
@@ -45,6 +46,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, model=None, data: Any = 
     with run_lock(run_dir):
         sweep_temp_files(run_dir)
         recipe = load_recipe(run_dir / RECIPE, overrides)
+        require(recipe, model)            # a custom module's run: resumed from Python, with the module
         state = _last_state(run_dir)
         if state is not None:
             ddp.check_resume(state[1], world.size if world is not None else 1, run_dir)
@@ -62,16 +64,19 @@ def resume(run_dir: str | Path, *, quiet: bool = False, model=None, data: Any = 
                    resume_state=state)
 
 
-def check_workers(run_dir: str | Path, nproc: int):
-    """Before launching `nproc` workers: the run folder's recipe, refused when its checkpoint was
-    written by another number of workers."""
+def check_workers(run_dir: str | Path, nproc: int, overrides: dict[str, Any]) -> Recipe:
+    """Before launching `nproc` workers to resume `run_dir`: what `resume` refuses, refused here first
+    (a checkpoint of another worker count, a changed recipe, a run that already ended); the recipe."""
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE).is_file():
         raise RunDirError(f"{run_dir}: no {RECIPE}; not a trainwell run folder")
+    recipe = load_recipe(run_dir / RECIPE, overrides)
     state = _last_state(run_dir)
     if state is not None:
         ddp.check_resume(state[1], nproc, run_dir)
-    return load_recipe(run_dir / RECIPE)
+        _check_same_run(state[1], recipe, run_dir)
+        _reopen_if_extended(state[1], recipe, run_dir)
+    return recipe
 
 
 def _last_state(run_dir: Path) -> tuple[dict, dict] | None:

@@ -3,9 +3,9 @@
 `capture(trainer)` returns (tensors, JSON metadata) holding everything that decides what the
 run does next: model, optimizer, the epoch/step counters, the history, the Setup's components
 (best-epoch monitor, early stopping, plateau, NaN guard: each under its name), the float16
-gradient scaler's scale, the callbacks' state (under their class names), every RNG (torch, the
-shuffle and augmentation generators, numpy, python) and, inside an epoch, the cursor: this epoch's row order, the next batch, the
-accumulated gradients of an unfinished accumulation and the running sums of the epoch's row.
+gradient scaler's scale, the callbacks' state (under their class names), every RNG (torch's, on a
+GPU the device's too, the shuffle and augmentation generators, numpy, python) and, inside an
+epoch, the cursor: this epoch's row order, the next batch, the accumulated gradients of an unfinished accumulation and the running sums of the epoch's row.
 `restore(trainer, tensors, meta)` puts it back, so the run continues bit for bit as if it had
 never stopped.
 """
@@ -73,6 +73,8 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     opt_tensors, opt_meta = ckpt.optimizer_to_flat(tr.setup.optimizer)
     tensors = {**ckpt.prefixed("model", tr.model.state_dict()), **ckpt.prefixed("optim", opt_tensors),
                **tr.extra_tensors, "rng.torch": torch.get_rng_state(), "rng.shuffle": tr.setup.shuffle.get_state()}
+    if tr.device.type == "cuda":       # dropout on a GPU draws from the device's generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(tr.device)
     if tr.setup.augment is not None:
         tensors["rng.augment"] = tr.setup.augment.state_dict()["generator"]
     if tr.best_state is not None:
@@ -115,6 +117,8 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         tr.setup.scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     tr.setup.shuffle.set_state(tensors["rng.shuffle"])
+    if tr.device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), tr.device)
     if tr.setup.augment is not None and "rng.augment" in tensors:
         tr.setup.augment.load_state_dict({"generator": tensors["rng.augment"]})
     _set_np_state(meta["rng_numpy"])

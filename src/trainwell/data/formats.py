@@ -1,7 +1,7 @@
 """Local file formats: every reader returns (features, targets, feature names) from disk.
 
 Tables (CSV, TSV, Parquet) keep numeric columns and one-hot encode string columns (or reject
-them); arrays come from NPY/NPZ; images from MNIST's IDX format, CIFAR-10/100's binary format
+them; with data.categorical = "auto" a column of many levels becomes codes for an entity embedding); arrays come from NPY/NPZ; images from MNIST's IDX format, CIFAR-10/100's binary format
 (fixed-size records, never the pickled python version) or a folder with one sub-folder per
 class. Images are returned as float32 (N, C, H, W) in [0, 1]. Nothing is downloaded.
 """
@@ -42,9 +42,13 @@ def _is_numeric(column) -> bool:
     return column.dtype.kind in "biuf"
 
 
-def feature_columns(frame, categorical: str, max_categories: int, path: Path) -> tuple[str, ...]:
-    """Names of the encoded features: numeric columns as they are, string columns as `col=level`."""
+def feature_columns(frame, categorical: str, max_categories: int, path: Path
+                    ) -> tuple[tuple[str, ...], dict[str, list[str]]]:
+    """Names of the encoded features: numeric columns as they are, one-hot string columns as `col=level`,
+    and (data.categorical = "auto") a string column of more than data.max_categories levels as `col`,
+    holding its level's code for an entity embedding; with those columns' levels, in code order."""
     names: list[str] = []
+    embedded: dict[str, list[str]] = {}
     for col in frame.columns:
         column = frame[col]
         if _is_numeric(column):
@@ -52,26 +56,47 @@ def feature_columns(frame, categorical: str, max_categories: int, path: Path) ->
             continue
         if categorical == "error":
             raise DataError(f"{path}: column {col!r} holds strings; encode it as numbers, drop it, or set "
-                            "data.categorical = \"onehot\"")
+                            "data.categorical = \"onehot\" or \"auto\"")
         levels = sorted({str(v) for v in column.dropna()})
-        if len(levels) > max_categories:
-            raise DataError(f"{path}: column {col!r} has {len(levels)} distinct strings (more than "
-                            f"data.max_categories = {max_categories}); drop it if it is an identifier, or "
-                            "raise data.max_categories")
-        names += [f"{col}={level}" for level in levels]
-    return tuple(names)
+        if len(levels) <= max_categories:
+            names += [f"{col}={level}" for level in levels]
+            continue
+        present = column.dropna()
+        if categorical == "auto" and not (len(frame) >= 20 and present.nunique() == len(present)):
+            names.append(str(col))
+            embedded[str(col)] = levels
+            continue
+        why = "a distinct string in every row: an identifier, not a category" if categorical == "auto" else \
+            f"more than data.max_categories = {max_categories}"
+        raise DataError(f"{path}: column {col!r} has {len(levels)} distinct strings ({why}); drop it with "
+                        f"data.drop = [\"{col}\"]" + ("" if categorical == "auto" else
+                        ", raise data.max_categories, or set data.categorical = \"auto\" (entity embeddings)"))
+    return tuple(names), embedded
 
 
-def encode_features(frame, names: tuple[str, ...], path: Path | str) -> np.ndarray:
-    """The float32 matrix of `names` from `frame`; a `col=level` name is that level's 0/1 indicator.
+def embedding_codes(column, levels: list[str]) -> np.ndarray:
+    """A string column as entity-embedding codes: 1..K for the training levels (in order), 0 for a missing
+    value or a level unseen in training."""
+    index = {level: k for k, level in enumerate(levels, start=1)}
+    return np.array([0 if v is None or (isinstance(v, float) and np.isnan(v)) else index.get(str(v), 0)
+                     for v in column.tolist()], dtype=np.float32)
+
+
+def encode_features(frame, names: tuple[str, ...], path: Path | str,
+                    embedded: dict[str, list[str]] | None = None) -> np.ndarray:
+    """The float32 matrix of `names` from `frame`; a `col=level` name is that level's 0/1 indicator, a
+    column of `embedded` its level's code (`embedding_codes`).
 
     Used for training and for prediction, so new rows get exactly the training columns (a level
-    unseen in training, or a missing value, encodes as all zeros)."""
+    unseen in training, or a missing value, encodes as all zeros, or code 0)."""
+    embedded = embedded or {}
     out = np.empty((len(frame), len(names)), dtype=np.float32)
     missing = []
     for j, name in enumerate(names):
         col, sep, level = name.partition("=")
-        if name in frame.columns and _is_numeric(frame[name]):
+        if name in embedded and name in frame.columns:
+            out[:, j] = embedding_codes(frame[name], embedded[name])
+        elif name in frame.columns and _is_numeric(frame[name]):
             out[:, j] = frame[name].to_numpy(dtype=np.float32, na_value=np.nan)
         elif name in frame.columns:
             raise DataError(f"{path}: column {name!r} must be numeric, got strings such as "
@@ -95,11 +120,12 @@ def onehot_levels(names: tuple[str, ...]) -> dict[str, list[str]]:
     return levels
 
 
-def unseen_categories(frame, names: tuple[str, ...]) -> dict[str, dict]:
-    """Per one-hot column of `frame`: the values not among the training levels (they encode as all
-    zeros) and the missing ones; only columns with some."""
+def unseen_categories(frame, names: tuple[str, ...], embedded: dict[str, list[str]] | None = None
+                      ) -> dict[str, dict]:
+    """Per string column of `frame`: the values not among the training levels (they encode like a missing
+    value) and the missing ones; only columns with some."""
     out = {}
-    for col, levels in onehot_levels(names).items():
+    for col, levels in {**onehot_levels(names), **(embedded or {})}.items():
         if col not in frame.columns:
             continue
         column = frame[col]
@@ -111,12 +137,22 @@ def unseen_categories(frame, names: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
-def encoding_record(frame, names: tuple[str, ...]) -> list[dict]:
+def encoding_record(frame, names: tuple[str, ...], embedded: dict[str, list[str]]) -> list[dict]:
     """What was done to each string column of the training `frame`: its encoding, levels, and where its
     missing values went."""
-    return [{"column": col, "encoding": "onehot", "levels": len(levels), "categories": levels[:20],
-             "missing": int(frame[col].isna().sum()), "missing_as": "all-zero indicators"}
-            for col, levels in onehot_levels(names).items()]
+    out = [{"column": col, "encoding": "onehot", "levels": len(levels), "categories": levels[:20],
+            "missing": int(frame[col].isna().sum()), "missing_as": "all-zero indicators"}
+           for col, levels in onehot_levels(names).items()]
+    out += [{"column": col, "encoding": "embedding", "levels": len(levels), "categories": levels[:20],
+             "dim": embedding_dim(len(levels)), "missing": int(frame[col].isna().sum()),
+             "missing_as": "code 0 (shared with unseen levels)"} for col, levels in embedded.items()]
+    return out
+
+
+def embedding_dim(levels: int) -> int:
+    """Width of a column's entity embedding: min(50, round(1.6 * (levels + 1) ** 0.56)), the +1 for code 0
+    (missing or unseen); a rule of thumb that grows slower than the levels."""
+    return int(min(50, round(1.6 * (levels + 1) ** 0.56)))
 
 
 ID_NAMES = ("id", "index", "rownames", "unnamed: 0", "row", "row_id")
@@ -173,9 +209,12 @@ def read_table(path: Path, section, fmt: str):
     for col in id_like_columns(frame):
         emit([f"{path.name}: column {col!r} looks like a row ID (one distinct value per row); it is used as a "
               f"feature, leave it out with data.drop = [\"{col}\"]"])
-    names = feature_columns(frame, section.categorical, section.max_categories, path)
-    record = {"dropped": [c for c in columns if c not in frame.columns], "encoded": encoding_record(frame, names)}
-    return encode_features(frame, names, path), y, names, record
+    names, embedded = feature_columns(frame, section.categorical, section.max_categories, path)
+    record = {"dropped": [c for c in columns if c not in frame.columns],
+              "encoded": encoding_record(frame, names, embedded)}
+    if embedded:
+        record["embedded"] = embedded
+    return encode_features(frame, names, path, embedded), y, names, record
 
 
 # ------------------------------------------------------------------------------------- arrays

@@ -100,3 +100,18 @@ NORMALIZERS = {"none": Identity, "standard": Standardize, "minmax": MinMax, "per
 def make_normalizer(name: str, eps: float = 1e-5):
     """A fresh normalizer; `eps` (data.whiten_eps) is used by the whitening ones."""
     return NORMALIZERS[name](eps=eps) if name.endswith("_whiten") else NORMALIZERS[name]()
+
+
+def keep_columns(normalizer, columns: list[int]):
+    """`normalizer` leaving `columns` as they are (entity-embedding codes: data.categorical = auto)."""
+    if not columns or isinstance(normalizer, Identity):
+        return normalizer
+    if type(normalizer) is Standardize:
+        normalizer.mean[columns], normalizer.std[columns] = 0.0, 1.0
+    elif isinstance(normalizer, MinMax):
+        normalizer.low[columns], normalizer.span[columns] = 0.0, 1.0
+    else:
+        raise ValueError(f"data.normalize: got {normalizer.name!r}, which mixes or pools the columns, but the data "
+                         "has entity-embedded string columns (data.categorical = \"auto\"); use \"standard\", "
+                         "\"minmax\" or \"none\", or data.categorical = \"onehot\"")
+    return normalizer

@@ -7,6 +7,7 @@ The record of a run (`Dataset.preparation`) holds:
     imputed    per feature with NaN/inf values (data.nonfinite = "impute"): how many values, and the
                training split's mean they were replaced by
     target     the regression target's scaling (data.target_normalize): kind, shift and scale
+    arrays     data passed from Python (data.source = "custom"): shapes, dtypes and sha256 (custom.py)
 
 At fit each non-empty part but `dropped` (the user chose it) is printed once as a one-line warning;
 at predict the new rows' unseen categories and imputed values are counted per column.
@@ -44,7 +45,7 @@ def imputed_values(x: torch.Tensor, values: torch.Tensor, names: tuple[str, ...]
 
 def complete(record: dict, imputed: list[dict] | None, target_scale) -> dict:
     """The loader's record (dropped, encoded) with what prepare_data did: imputation, target scaling."""
-    out = {"dropped": list(record.get("dropped", [])), "encoded": list(record.get("encoded", []))}
+    out = {"dropped": [], "encoded": [], **record}
     if imputed:
         out["imputed"] = imputed
     if target_scale is not None:
@@ -70,7 +71,8 @@ def fit_warnings(record: dict) -> list[str]:
 
 def _encoding(r: dict) -> str:
     missing = f"; {r['missing']} missing -> {r['missing_as']}" if r.get("missing") else ""
-    return f"{r['column']} {r['encoding']} ({r['levels']} levels{missing})"
+    width = f", width {r['dim']}" if "dim" in r else ""
+    return f"{r['column']} {r['encoding']} ({r['levels']} levels{width}{missing})"
 
 
 def predict_warnings(where: str, unseen: dict[str, dict], nonfinite: np.ndarray, names: tuple[str, ...],

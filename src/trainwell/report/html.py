@@ -73,7 +73,16 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     stop = (f"<p>Best epoch <b>{_e(metrics.get('best_epoch'))}</b>, stopped at epoch "
             f"<b>{_e(metrics.get('stopped_epoch'))}</b> (reason: {_e(metrics.get('stop_reason'))}), "
             f"seed {_e(metrics.get('seed'))}.</p>")
-    return stop + out + models_section(metrics)
+    return stop + network_line(metrics.get("network")) + out + models_section(metrics)
+
+
+def network_line(net: Any) -> str:
+    """What was trained: the recipe's kind, or the user's own module (model.kind = "custom")."""
+    if not isinstance(net, dict) or "kind" not in net:
+        return ""
+    what = (f"a custom module, <code>{_e(net.get('module'))}</code> (passed from Python)"
+            if net["kind"] == "custom" else f"the recipe's {_e(net['kind'])}")
+    return f"<p id='network'>Network: {what}, {_e(net.get('parameters'))} trainable parameters.</p>"
 
 
 def models_section(metrics: dict[str, Any]) -> str:
@@ -116,13 +125,18 @@ def data_section(facts: dict[str, Any]) -> str:
 def preparation_rows(prep: dict[str, Any]) -> list[tuple[str, str]]:
     """What was done to the data (data/preparation.py), one row per column touched."""
     rows = []
+    arrays = prep.get("arrays")
+    if arrays:
+        rows.append(("data passed from Python", f"x {arrays['x']['shape']} {arrays['x']['dtype']}, y {arrays['y']['shape']} "
+                     f"{arrays['y']['dtype']}, sha256 {arrays['sha256'][:16]}..."))
     if prep.get("dropped"):
         rows.append(("columns left out", ", ".join(prep["dropped"])))
     for r in prep.get("encoded", []):
         missing = f"; {r['missing']} missing → {r['missing_as']}" if r.get("missing") else ""
         shown = ", ".join(r.get("categories", []))
         more = ", ..." if r["levels"] > len(r.get("categories", [])) else ""
-        rows.append((f"encoded: {r['column']}", f"{r['encoding']}, {r['levels']} levels ({shown}{more}){missing}"))
+        width = f" of width {r['dim']}" if "dim" in r else ""
+        rows.append((f"encoded: {r['column']}", f"{r['encoding']}{width}, {r['levels']} levels ({shown}{more}){missing}"))
     for r in prep.get("imputed", []):
         rows.append((f"imputed: {r['feature']}", f"{r['values']} values → {r['with']:.4g} (training-split mean)"))
     t = prep.get("target")

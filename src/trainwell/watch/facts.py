@@ -4,12 +4,14 @@ and stored in the run folder (facts.json), so the doctor and the report need not
 - the data summary: rows per split, class counts, feature scales of the inputs the model saw, and
   what was done to the data (columns dropped, encoded, imputed; target scaling: data/preparation.py);
 - leakage: validation/test rows whose features also occur, exactly, in the training split (and
-  those that also carry the same target: only these inflate a score);
+  those that also carry the same target: only these inflate a score), and how much they lift the
+  split's accuracy (accuracy on them against the rest);
 - suspected mislabeled rows: the training rows the final model gets most confidently wrong, and an
   estimate of the label-noise rate (rows that the model and a nearest-neighbour vote both
   confidently assign to another class);
 - a baseline of what the data allows: a linear model and a k-nearest-neighbour model fitted on
-  the same training rows (standardized), scored on the validation split, in milliseconds;
+  the same training rows (standardized), scored on the validation rows that are not copies of
+  training rows, in milliseconds;
 - calibration: the expected calibration error (ECE) of the validation split;
 - the target's scale as the loss sees it (regression);
 - the confusion matrix of the test split (validation when there is no test split).
@@ -58,6 +60,21 @@ def _row_keys(x: np.ndarray, y: np.ndarray | None = None) -> list[bytes]:
         return [r.tobytes() for r in rows]
     ys = np.ascontiguousarray(np.asarray(y).reshape(len(y), -1))
     return [r.tobytes() + b"|" + t.tobytes() for r, t in zip(rows, ys)]
+
+
+def leaked_mask(train_x: np.ndarray, train_y: np.ndarray, other_x: np.ndarray, other_y: np.ndarray) -> np.ndarray:
+    """Rows of `other` that occur in the training split with the same features and target."""
+    seen = set(_row_keys(train_x, train_y))
+    return np.array([k in seen for k in _row_keys(other_x, other_y)], dtype=bool)
+
+
+def leak_lift(correct: np.ndarray, leaked: np.ndarray) -> dict[str, Any]:
+    """How much the leaked rows lift a split's accuracy: the split's accuracy minus the accuracy it
+    would have if the leaked rows scored like the others (share x (accuracy on them - on the rest))."""
+    if not leaked.any() or leaked.all():
+        return {}
+    on, off = float(correct[leaked].mean()), float(correct[~leaked].mean())
+    return {"accuracy_leaked": on, "accuracy_rest": off, "lift": float(leaked.mean() * (on - off))}
 
 
 def shared_rows(train_x: np.ndarray, other_x: np.ndarray, train_y: np.ndarray | None = None,
@@ -197,6 +214,16 @@ def _outputs(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tenso
     return out
 
 
+def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The inputs and their names but the entity-embedding code columns (data.categorical = auto): the
+    network looks those up, their scale means nothing."""
+    codes = {ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})}
+    if not codes:
+        return x, ds.feature_names
+    keep = [j for j in range(x.shape[1]) if j not in codes]
+    return x[:, keep], tuple(ds.feature_names[j] for j in keep)
+
+
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
     ds = prepared.dataset
@@ -205,7 +232,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         "data": {"name": ds.name, "task": task, "shape": list(ds.x.shape[1:]), "classes": list(ds.classes),
                  "rows": {k: 0 if v is None else len(v) for k, v in splits.items()},
                  "preparation": ds.preparation},
-        "scales": feature_scales(prepared.train.x, ds.feature_names),
+        "scales": feature_scales(*_without_codes(prepared.train.x, ds)),
         "leakage": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]])
                     for k in ("val", "test")},
         "leakage_same_target": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]],
@@ -214,7 +241,16 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     }
     val = prepared.val
     if val is not None and len(val) >= 10 and (task == "regression" or val.y.dim() == 1):
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task)
+        # scored on the validation rows that are not copies of training rows: a baseline fitted on a
+        # row's copy measures memory, not what the data allows
+        ix = prepared.indices
+        fresh = torch.from_numpy(~leaked_mask(ds.x[ix["train"]], ds.y[ix["train"]], ds.x[ix["val"]], ds.y[ix["val"]]))
+        if int(fresh.sum()) < 10:
+            fresh[:] = True
+        keep = fresh.to(val.x.device)
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[keep], val.y[keep], task)
+        if facts["baseline"]:
+            facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
         facts["data"]["target"] = target_scale(prepared.train.y)
         return facts
@@ -231,6 +267,17 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     if val is not None and val.y.dim() == 1 and len(val):
         facts["calibration"] = {"split": "val", **calibration(class_probabilities(_outputs(model, val.x, eval_batch), loss_kind),
                                                                 val.y)}
+    lift = {}
+    for k in ("val", "test"):
+        part = splits[k]
+        if part is None or part.y.dim() != 1 or not facts["leakage_same_target"].get(k):
+            continue
+        ix = prepared.indices
+        leaked = leaked_mask(ds.x[ix["train"]], ds.y[ix["train"]], ds.x[ix[k]], ds.y[ix[k]])
+        pred = class_probabilities(_outputs(model, part.x, eval_batch), loss_kind).argmax(1)
+        lift[k] = leak_lift((pred == part.y.long().cpu()).numpy(), leaked)
+    if lift:
+        facts["leakage_lift"] = lift
     split = "test" if prepared.test is not None else "val"
     part = splits[split]
     if part is not None and part.y.dim() == 1:

@@ -6,6 +6,15 @@ validation value before and after.
 recipe is re-run unchanged for that budget as well, so both sides train equally long. The value
 compared is the one the run returns: the best epoch's when early stopping restores it, else the
 last epoch's. A NaN or infinite value counts as the worst possible.
+
+Both sides are measured with the same ruler. The validation loss is the training criterion
+evaluated on the validation split, so a remedy that changes the criterion (label smoothing, class
+weights: `loss.*`) or the space the loss is computed in (`data.target_normalize`) changes what
+`val_loss` measures: a smoothed cross-entropy has a floor above zero, a standardized target's
+squared error is ~1e4 times smaller than the raw one's. For such a remedy the monitored `val_loss`
+is replaced by the same quantity computed the same way on both sides: the plain log-loss of the
+predicted probabilities (`val_nll`) for a classifier, the squared error in the target's units
+(`val_mse`) for a regression.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ class TryResult:
     overrides: dict[str, Any] = field(default_factory=dict)
     monitor: str = ""
     mode: str = "min"
+    compared: str = ""
     before: float = float("nan")
     after: float = float("nan")
     epochs: int = 0
@@ -46,8 +56,12 @@ class TryResult:
         if not self.overrides:
             return f"nothing to try: {self.note}"
         verdict = "confirmed" if self.confirmed else "not confirmed"
-        return (f"{self.rule}: {set_flags(self.overrides)} for {self.epochs} epochs: {self.monitor} "
-                f"{self.before:.4g} -> {self.after:.4g} ({verdict})")
+        column = self.compared or self.monitor
+        why = (f" (in place of {self.monitor}, which the remedy measures differently)"
+               if column != self.monitor else "")
+        return (f"{self.rule}: {set_flags(self.overrides)} for {self.epochs} epochs: {column} "
+                f"{self.before:.4g} -> {self.after:.4g}{why} ({verdict})"
+                + (f"; {self.note}" if self.note else ""))
 
 
 def _worst_if_bad(v: float, mode: str) -> float:
@@ -56,18 +70,32 @@ def _worst_if_bad(v: float, mode: str) -> float:
     return math.inf if mode == "min" else -math.inf
 
 
-def monitored(history: list[dict[str, Any]], monitor: str, mode: str, best: bool) -> float:
-    """The monitored value of the model a run returns: its best epoch's (restore_best) or its last."""
+def monitored(history: list[dict[str, Any]], monitor: str, mode: str, best: bool, column: str | None = None) -> float:
+    """`column` (default: the monitored value) of the model a run returns: at its best epoch by the
+    monitored value (restore_best), or at its last epoch."""
 
-    values = [number(r.get(monitor)) for r in history]
-    if not values:
+    column = column or monitor
+    if not history:
         return float("nan")
     if not best:
-        return values[-1]
-    finite = [v for v in values if math.isfinite(v)]
+        return number(history[-1].get(column))
+    scores = [number(r.get(monitor)) for r in history]
+    finite = [i for i, v in enumerate(scores) if math.isfinite(v)]
     if not finite:
         return float("nan")
-    return min(finite) if mode == "min" else max(finite)
+    pick = (min if mode == "min" else max)(finite, key=lambda i: scores[i])
+    return number(history[pick].get(column))
+
+
+RULER_CHANGES = ("loss.", "data.target_normalize")
+
+
+def compared_column(monitor: str, task: str, overrides: dict[str, Any]) -> tuple[str, str]:
+    """(column, mode) that measures both sides alike: the monitored column, unless it is the loss and
+    the remedy changes how the loss is computed (see the module's docstring)."""
+    if monitor != "val_loss" or not any(k.startswith(RULER_CHANGES) for k in overrides):
+        return monitor, ""
+    return ("val_mse" if task == "regression" else "val_nll"), "min"
 
 
 def first_prescription(ev: Evidence):
@@ -96,19 +124,20 @@ def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path |
     best = recipe.stopping.restore_best
     kw: dict[str, Any] = {"quiet": True, "force": True, "data": data, "model": model,
                           "train.epochs": budget, "watch.report": False}
+    column, column_mode = compared_column(monitor, ev.task, first.overrides)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = Path(out) if out is not None else Path(tmp)
         if budget == own:
-            before = monitored(ev.history, monitor, mode, best)
+            before = monitored(ev.history, monitor, mode, best, column)
         else:
             again = fit(recipe, out=base / "before", **kw)
-            before = monitored(again.history, monitor, mode, best)
+            before = monitored(again.history, monitor, mode, best, column)
         try:
             after_run = fit(recipe, out=base / "after", **{**kw, **first.overrides})
             after = monitored(after_run.history, monitor, mode,
-                              bool(first.overrides.get("stopping.restore_best", best)))
+                              bool(first.overrides.get("stopping.restore_best", best)), column)
         except TrainwellError as exc:
-            return TryResult(first.rule, first.overrides, monitor, mode, before, float("nan"), budget,
-                             note=f"the re-run failed: {exc}")
-    return TryResult(first.rule, first.overrides, monitor, mode, before, after, budget)
+            return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, float("nan"),
+                             budget, note=f"the re-run failed: {exc}")
+    return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, after, budget)
