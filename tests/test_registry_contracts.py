@@ -90,7 +90,10 @@ def registry_entries() -> list[tuple[str, dict]]:
     out += [(f"loss={k}", {"loss.kind": k, **(REGRESSION if k in ("mse", "mae", "huber") else {})})
             for k in _choices(R.LossSection, "kind")]
     out += [(f"init={k}", {"init.weights": k}) for k in _choices(R.InitSection, "weights")]
-    out += [(f"model={k}", {"model.kind": k, **(IMAGES if k == "cnn" else {})}) for k in _kinds("model")]
+    # model.kind = "custom" records a module passed from Python; the recipe cannot build it
+    # (tests/test_custom_model.py and the refusals in tests/test_bad_input.py cover it).
+    out += [(f"model={k}", {"model.kind": k, **(IMAGES if k == "cnn" else {})}) for k in _kinds("model")
+            if k != "custom"]
     out += [(f"normalize={k}", {"data.normalize": k, **(IMAGES if k == "per_channel" else {})})
             for k in _choices(R.DataSection, "normalize")]
     out += [(f"augment={k}", {f"data.augment.{k}": v, **(IMAGES if k in IMAGE_ONLY else {})})

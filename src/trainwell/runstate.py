@@ -73,8 +73,8 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     opt_tensors, opt_meta = ckpt.optimizer_to_flat(tr.setup.optimizer)
     tensors = {**ckpt.prefixed("model", tr.model.state_dict()), **ckpt.prefixed("optim", opt_tensors),
                **tr.extra_tensors, "rng.torch": torch.get_rng_state(), "rng.shuffle": tr.setup.shuffle.get_state()}
-    if tr.device.type == "cuda":       # dropout on a GPU draws from the device's generator
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(tr.device)
+    if tr.setup.device.type == "cuda":       # dropout on a GPU draws from the device's generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(tr.setup.device)
     if tr.setup.augment is not None:
         tensors["rng.augment"] = tr.setup.augment.state_dict()["generator"]
     if tr.best_state is not None:
@@ -117,8 +117,8 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         tr.setup.scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     tr.setup.shuffle.set_state(tensors["rng.shuffle"])
-    if tr.device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), tr.device)
+    if tr.setup.device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), tr.setup.device)
     if tr.setup.augment is not None and "rng.augment" in tensors:
         tr.setup.augment.load_state_dict({"generator": tensors["rng.augment"]})
     _set_np_state(meta["rng_numpy"])
