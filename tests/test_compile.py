@@ -8,10 +8,11 @@ import warnings
 
 import pytest
 import torch
+from crash import Crash
+from crash import crash_at_step as _crash_at_step
 
 import trainwell as tw
 from trainwell import checkpoint as ckpt
-from trainwell import step
 from trainwell.compiling import CompileWarning
 
 # No dropout: the eager and compiled forwards compute the same function, so their runs agree within
@@ -34,19 +35,6 @@ def _close(a, b, rel=1e-4):
             assert ra[k] == pytest.approx(rb[k], rel=rel, abs=1e-6), k
 
 
-class Crash(Exception):
-    pass
-
-
-def _crash_at_step(monkeypatch, n: int) -> None:
-    real, count = step.optimizer_step, [0]
-
-    def counted(*args, **kw):
-        count[0] += 1
-        if count[0] == n:
-            raise Crash
-        return real(*args, **kw)
-    monkeypatch.setattr(step, "optimizer_step", counted)
 
 
 def test_an_unavailable_compiler_means_one_warning_and_the_eager_step():

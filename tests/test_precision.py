@@ -9,6 +9,8 @@ import warnings
 
 import pytest
 import torch
+from crash import Crash
+from crash import crash_at_step as _crash_at_step
 from torch import nn
 
 import trainwell as tw
@@ -125,19 +127,6 @@ def busy_scaler(monkeypatch):
     warnings.simplefilter("ignore")
 
 
-class Crash(Exception):
-    pass
-
-
-def _crash_at_step(monkeypatch, n: int) -> None:
-    real, count = step.optimizer_step, [0]
-
-    def counted(*args, **kw):
-        count[0] += 1
-        if count[0] == n:
-            raise Crash
-        return real(*args, **kw)
-    monkeypatch.setattr(step, "optimizer_step", counted)
 
 
 def _last(run_dir):

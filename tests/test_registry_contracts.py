@@ -10,11 +10,12 @@ from typing import get_args
 
 import pytest
 import torch
+from crash import Crash
+from crash import crash_at_step as _crash_at_step
 
 import trainwell as tw
 from trainwell import checkpoint as ckpt
 from trainwell import recipe as R
-from trainwell import step as step_module
 from trainwell.api import prepare_data
 from trainwell.build import build
 from trainwell.data.normalize import NORMALIZERS, make_normalizer
@@ -140,19 +141,6 @@ def test_every_entry_builds_from_its_section_and_steps(name, overrides):
         assert any(not torch.equal(a, p) for a, p in zip(before, setup.params)), "the step moved nothing"
 
 
-class Crash(Exception):
-    """Stands for the process dying in the middle of the run."""
-
-
-def _crash_at_step(monkeypatch, n: int) -> None:
-    real, count = step_module.optimizer_step, [0]
-
-    def stepped(*args, **kw):
-        count[0] += 1
-        if count[0] == n:
-            raise Crash
-        return real(*args, **kw)
-    monkeypatch.setattr(step_module, "optimizer_step", stepped)
 
 
 def _final(run_dir) -> tuple[dict, list, dict]:
