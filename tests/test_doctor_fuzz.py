@@ -98,7 +98,13 @@ def facts(draw, task):
                                               "checked": st.integers(0, 200)})),
         "calibration": maybe(st.fixed_dictionaries({"ece": PROB, "split": st.just("val"),
                                                     "rows": st.integers(0, 50)})),
-        "baseline": maybe(st.fixed_dictionaries({"train": VALUE, "val": VALUE, "metric": st.just("accuracy")})),
+        "baseline": maybe(st.fixed_dictionaries({"train": VALUE, "val": VALUE,
+                                                 "metric": st.sampled_from(["accuracy", "r2"]),
+                                                 "models": maybe(st.fixed_dictionaries({"linear": VALUE,
+                                                                                        "knn": VALUE})),
+                                                 "versus_net": maybe(st.fixed_dictionaries({
+                                                     "linear": VALUE, "net": VALUE, "gap": VALUE, "se": VALUE,
+                                                     "rows": st.integers(0, 50)}))})),
     })))
 
 

@@ -279,7 +279,9 @@ def test_every_rule_is_quiet_on_a_healthy_run_evidence(rule):
              "leakage": {"test": 0}, "leakage_same_target": {"test": 0},
              "data": {"rows": {"train": 600, "val": 200, "test": 200}, "class_counts": {"train": [60] * 10},
                       "classes": list("0123456789")},
-             "baseline": {"metric": "accuracy", "val": 0.96}, "noise": {"checked": 600, "suspects": 2, "rate": 0.003},
+             "baseline": {"metric": "accuracy", "val": 0.96, "models": {"linear": 0.94, "knn": 0.96},
+                          "versus_net": {"linear": 0.94, "net": 0.95, "gap": -0.01, "se": 0.01, "rows": 200}},
+             "noise": {"checked": 600, "suspects": 2, "rate": 0.003},
              "calibration": {"ece": 0.02, "confidence": 0.95, "accuracy": 0.95, "rows": 200}}
     e = ev(curve([2.0, 1.0, 0.6, 0.4, 0.3, 0.25], [2.0, 1.1, 0.7, 0.5, 0.45, 0.44], val_accuracy=[0.5, 0.8, 0.9, 0.93,
                                                                                               0.95, 0.95]),
@@ -424,3 +426,81 @@ def test_leakage_severity_grows_with_the_accuracy_the_duplicates_add():
     assert leak(6, 200, 0.004)[0].severity == "warning"            # 3% of the split: a warning by its share
     (f,) = leak(6, 200, 0.021)
     assert f.severity == "severe" and "lift the val accuracy by 2.1%" in f.message
+
+
+# ------------------------------------------------------------------------------------ linear_better
+def _versus(gap, se, lin=0.918, metric="r2", train=0.944, recipe=None, knn=0.555, history=None):
+    probes = {"epochs": [{"epoch": i + 1, "train_eval": {metric: train}} for i in range(3)]}
+    facts = {"baseline": {"metric": metric, "val": max(lin, knn), "rows": 240, "models": {"linear": lin, "knn": knn},
+                          "versus_net": {"linear": lin, "net": lin - gap, "gap": gap, "se": se, "rows": 80}},
+             "scales": {"features": 14}, "data": {"rows": {"train": 240, "val": 80}}}
+    task = "regression" if metric == "r2" else "multiclass"
+    rows = history or curve([1.0, 0.5, 0.3], [1.0, 0.6, 0.5], **{f"val_{metric}": [0.5, 0.8, lin - gap]})
+    return ev(rows, probes, facts, {"task": task}, recipe)
+
+
+def test_linear_better_fires_on_a_net_that_generalizes_worse_than_ridge_on_the_same_rows():
+    # carseats, seed 0: ridge 0.918 vs the net's 0.864 on the same 80 rows, 3.6 paired standard errors
+    (f,) = D.linear_better(_versus(0.054, 0.015))
+    assert f.severity == "warning"
+    assert "0.918" in f.message and "0.864" in f.message and "3.6 standard errors" in f.message
+    assert "nearly linear" in f.message and "240 rows of 14 features" in f.message
+    # the remedy that cut the variance on carseats (val R2 +0.04 over 3 seeds): an ensemble
+    assert f.overrides == {"train.average.kind": "ensemble"}
+    assert "model.dropout" in f.remedy or "regularize" in f.remedy
+
+
+@pytest.mark.parametrize("gap,se,train,why", [
+    (0.045, 0.01, 0.944, "under the 0.05 margin"),
+    (0.06, 0.035, 0.944, "within 2 paired standard errors (0.07)"),
+    (0.10, 0.01, 0.90, "does not fit its own rows as well as ridge validates: underfitting's case"),
+    (-0.02, 0.01, 0.99, "the net is the better model"),
+])
+def test_linear_better_quiet(gap, se, train, why):
+    assert D.linear_better(_versus(gap, se, train=train)) == [], why
+
+
+def test_linear_better_accuracy_margin_and_not_nearly_linear():
+    (f,) = D.linear_better(_versus(0.03, 0.01, lin=0.90, metric="accuracy", train=0.99, knn=0.93))
+    assert "nearly linear" not in f.message                  # a k-NN does better than the linear model here
+    assert D.linear_better(_versus(0.015, 0.005, lin=0.90, metric="accuracy", train=0.99)) == []
+
+
+def test_linear_better_never_prescribes_what_the_run_does():
+    recipe = load_recipe(None, {"train.average.kind": "ensemble", "model.dropout": 0.3}).to_dict()
+    (f,) = D.linear_better(_versus(0.08, 0.01, recipe=recipe))
+    assert f.overrides == {} and "ensemble" not in f.remedy and "regularize" not in f.remedy
+    assert "linear model itself" in f.remedy
+
+
+def test_linear_better_is_listed_under_overfitting():
+    # the last epoch returned: overfitting is a warning, and it explains the gap to ridge
+    rows = curve([1.0, 0.5, 0.3, 0.2, 0.1, 0.05], [1.0, 0.6, 0.5, 0.7, 0.9, 1.2],
+                 val_r2=[0.5, 0.8, 0.86, 0.84, 0.8, 0.75])
+    last = load_recipe(None, {"stopping.enabled": False, "stopping.restore_best": False}).to_dict()
+    found = diagnose(_versus(0.054, 0.015, history=rows, recipe=last))
+    assert [(f.rule, f.cause) for f in found if f.rule in ("overfitting", "linear_better")] == \
+        [("overfitting", None), ("linear_better", "overfitting")]
+
+
+def test_linear_versus_net_is_the_paired_gap_of_sklearn_scores():
+    from scipy.stats import ttest_rel
+    from sklearn.metrics import accuracy_score, r2_score
+
+    from trainwell.watch.facts import linear_versus_net
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=80)
+    lin, net = y + rng.normal(0, 0.3, 80), y + rng.normal(0, 0.45, 80)
+    vs = linear_versus_net(y, lin, net.reshape(-1, 1), "r2")           # the network's (N, 1) output
+    assert vs["linear"] == pytest.approx(r2_score(y, lin)) and vs["net"] == pytest.approx(r2_score(y, net))
+    assert vs["gap"] == pytest.approx(r2_score(y, lin) - r2_score(y, net))
+    t = ttest_rel((y - net) ** 2, (y - lin) ** 2).statistic       # the paired t statistic is gap / se
+    assert vs["gap"] / vs["se"] == pytest.approx(t) and vs["rows"] == 80
+    labels = rng.integers(0, 3, 200)
+    lin_l = np.where(rng.random(200) < 0.9, labels, (labels + 1) % 3)
+    net_l = np.where(rng.random(200) < 0.8, labels, (labels + 2) % 3)
+    vs = linear_versus_net(labels, lin_l, net_l, "accuracy")
+    assert vs["gap"] == pytest.approx(accuracy_score(labels, lin_l) - accuracy_score(labels, net_l))
+    assert vs["gap"] / vs["se"] == pytest.approx(ttest_rel((lin_l == labels) * 1.0, (net_l == labels) * 1.0).statistic)
+    assert linear_versus_net(y[:, None].repeat(2, 1), lin, net, "r2") == {}      # several outputs: not compared

@@ -47,6 +47,8 @@ SPIKE = 3.0                         # a peak above 3 x the start that came back 
 OSCILLATION_RISE = 0.1              # a rise counts when above 10% of the curve's own range
 UNDERFIT_GAP_ACC = 0.05             # validation accuracy this far under the baseline's (and 2 std errors)
 UNDERFIT_GAP_R2 = 0.1               # validation R2 this far under the baseline's
+LINEAR_GAP_R2 = 0.05                # the network's validation R2 this far under the linear baseline's, same rows ...
+LINEAR_GAP_ACC = 0.02               # ... or its accuracy this far; either beyond 2 paired standard errors
 GRADIENT_RATIO = 10.0               # first/last hidden layer gradient RMS beyond 10x either way
 SATURATED = 0.3                     # median share of saturated tanh/sigmoid outputs
 DEAD = 0.4                          # share of ReLU units that never fire on the probe batch
@@ -389,6 +391,41 @@ def underfitting(ev: Evidence) -> list[Finding]:
                     options)]
 
 
+def linear_better(ev: Evidence) -> list[Finding]:
+    """A network that validates worse than the linear baseline fitted on the same training rows, while
+    it fits its own training rows at least as well as that baseline validates: its extra capacity
+    buys variance, not fit (typical of a few hundred rows of nearly linear data). Judged on the same
+    validation rows, row by row (facts.baseline.versus_net), beyond 2 standard errors of the paired
+    gap, so that a small validation split's noise does not make the claim."""
+    base = ev.facts.get("baseline") or {}
+    vs, metric = base.get("versus_net") or {}, base.get("metric")
+    gap, se, lin, net = (_num(vs.get(k)) for k in ("gap", "se", "linear", "net"))
+    if metric not in ("accuracy", "r2") or not all(math.isfinite(v) for v in (gap, se, lin, net)):
+        return []
+    if gap <= (LINEAR_GAP_R2 if metric == "r2" else LINEAR_GAP_ACC) or gap <= 2 * se:
+        return []
+    train, source = _fit_series(ev, metric)
+    if not train or max(train) < lin:
+        return []                               # it does not fit its own rows: underfitting's case
+    knn = _num((base.get("models") or {}).get("knn"))
+    rows, features = base.get("rows"), (ev.facts.get("scales") or {}).get("features")
+    shape = (f"; the data look nearly linear (a k-NN reaches {_fmt(knn)})" if math.isfinite(knn) and knn < lin
+             else "")
+    options = [Option("average several networks (an ensemble cuts the variance a few hundred rows leave)",
+                      {"train.average.kind": "ensemble"}),
+               Option("regularize harder", {"model.dropout": max(0.3, _num(ev.setting("model.dropout", 0.0)))}),
+               Option("or use the linear model itself: on this data it is the better model (the report's "
+                      "baseline: ridge / logistic regression on the same standardized features)")]
+    return [finding(ev, "linear_better", "warning",
+                    f"a linear model fitted on the same {rows} training rows validates better: {metric} {_fmt(lin)} "
+                    f"against the network's {_fmt(net)} on the same {vs.get('rows')} validation rows (gap "
+                    f"{_fmt(gap)}, {f'{gap / se:.1f} standard errors' if se > 0 else 'on every row'}), while the network fits its training rows to "
+                    f"{_fmt(max(train))} ({source}): its extra capacity buys variance, not fit, on "
+                    f"{rows} rows of {features} features{shape}",
+                    {"versus_net": vs, "baseline": base.get("models"), f"best_train_{metric}": max(train),
+                     "source": source, "rows": rows, "features": features}, options)]
+
+
 def _capacity(ev: Evidence) -> list[Option]:
     if ev.setting("model.kind") == "cnn":
         ch = ev.setting("model.channels")
@@ -689,7 +726,8 @@ RULES: dict[str, Callable[[Evidence], list[Finding]]] = {
     "initial_loss": initial_loss, "loss_not_decreasing": not_decreasing, "divergence": divergence,
     "oscillation": oscillation, "gradient_flow": gradient_flow, "saturated_units": saturation,
     "dead_relus": dead_relus, "identical_units": identical_units, "update_ratio": update_ratio,
-    "overfitting": overfitting, "underfitting": underfitting, "unnormalized_inputs": unnormalized,
+    "overfitting": overfitting, "underfitting": underfitting, "linear_better": linear_better,
+    "unnormalized_inputs": unnormalized,
     "unscaled_target": unscaled_target, "class_imbalance": imbalance, "leakage": leakage,
     "suspected_mislabeled": mislabeled, "overconfidence": overconfidence,
 }
@@ -699,10 +737,10 @@ RULES: dict[str, Callable[[Evidence], list[Finding]]] = {
 ORDER = ("unnormalized_inputs", "unscaled_target", "identical_units", "initial_loss", "divergence", "lr_too_high",
          "saturated_units", "dead_relus", "lr_too_low", "exploding_gradients", "vanishing_gradients",
          "leakage", "suspected_mislabeled", "class_imbalance", "underfitting", "loss_not_decreasing",
-         "oscillation", "overfitting", "overconfidence", "cannot_judge")
+         "oscillation", "overfitting", "linear_better", "overconfidence", "cannot_judge")
 _TRAINING = {"divergence", "lr_too_high", "lr_too_low", "saturated_units", "dead_relus", "exploding_gradients",
              "vanishing_gradients", "loss_not_decreasing", "oscillation", "underfitting", "overconfidence",
-             "initial_loss"}
+             "initial_loss", "linear_better"}
 # cause -> the findings it explains (made transitive below)
 EXPLAINS: dict[str, set[str]] = {
     "unnormalized_inputs": _TRAINING,
@@ -721,8 +759,8 @@ EXPLAINS: dict[str, set[str]] = {
     "exploding_gradients": {"divergence", "oscillation", "loss_not_decreasing", "underfitting"},
     "vanishing_gradients": {"loss_not_decreasing", "underfitting"},
     "suspected_mislabeled": {"underfitting", "overfitting", "overconfidence"},
-    "underfitting": {"loss_not_decreasing"},
-    "overfitting": {"overconfidence"},
+    "underfitting": {"loss_not_decreasing", "linear_better"},
+    "overfitting": {"overconfidence", "linear_better"},
 }
 
 

@@ -11,7 +11,7 @@ and stored in the run folder (facts.json), so the doctor and the report need not
   confidently assign to another class);
 - a baseline of what the data allows: a linear model and a k-nearest-neighbour model fitted on
   the same training rows (standardized), scored on the validation rows that are not copies of
-  training rows, in milliseconds;
+  training rows, in milliseconds; and the linear model against the network on those rows, paired;
 - calibration: the expected calibration error (ECE) of the validation split;
 - the target's scale as the loss sees it (regression);
 - the confusion matrix of the test split (validation when there is no test split).
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..metrics import probabilities
+from ..metrics import predictions, probabilities
 
 FACTS = "facts.json"
 
@@ -98,9 +98,11 @@ def _standardized(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 
 def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-              task: str, seed: int = 0) -> dict[str, Any]:
+              task: str, seed: int = 0, net: np.ndarray | None = None) -> dict[str, Any]:
     """What the data allows: a linear model and a k-NN, fitted on (a sample of) the training rows,
-    standardized, scored on the validation rows (accuracy, or R2 for regression)."""
+    standardized, scored on the validation rows (accuracy, or R2 for regression). With `net`, the
+    network's predictions on the same validation rows (labels, or outputs in the target's units),
+    `versus_net` compares it with the linear model row by row (linear_versus_net)."""
 
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
@@ -125,7 +127,7 @@ def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
             return {}
         models = {"linear": LogisticRegression(max_iter=200), "knn": KNeighborsClassifier(k)}
         metric = "accuracy"
-    scores = {}
+    scores, linear = {}, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, m in models.items():
@@ -133,9 +135,39 @@ def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
                 scores[name] = float(m.fit(xt, yt).score(xv, yv))
             except ValueError:
                 continue
+            if name == "linear":
+                linear = m.predict(xv)
     if not scores:
         return {}
-    return {"metric": metric, "val": max(scores.values()), "models": scores, "k": k, "rows": int(len(xt))}
+    out = {"metric": metric, "val": max(scores.values()), "models": scores, "k": k, "rows": int(len(xt))}
+    if net is not None and linear is not None:
+        out["versus_net"] = linear_versus_net(yv, linear, np.asarray(net), metric)
+    return out
+
+
+def linear_versus_net(y: np.ndarray, linear: np.ndarray, net: np.ndarray, metric: str) -> dict[str, Any]:
+    """The linear baseline against the network on the same validation rows, paired row by row: each
+    one's score, the gap (linear - network) and its standard error. R2: the per-row difference of
+    squared errors over the rows' total sum of squares (their sum is the R2 gap exactly); accuracy:
+    the per-row difference of hits. {} for several regression outputs or fewer than 2 rows."""
+    y, linear, net = (np.asarray(a, dtype=np.float64) for a in (y, linear, net))
+    if metric == "r2":
+        y, linear, net = (a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a for a in (y, linear, net))
+        if y.ndim != 1 or net.shape != y.shape or len(y) < 2:
+            return {}
+        tss = float(((y - y.mean()) ** 2).sum())
+        if tss <= 0:
+            return {}
+        d = ((y - net) ** 2 - (y - linear) ** 2) / tss
+        scores = (1 - float(((y - linear) ** 2).sum()) / tss, 1 - float(((y - net) ** 2).sum()) / tss)
+        gap, se = float(d.sum()), float(d.std(ddof=1) * np.sqrt(len(d)))
+    else:
+        if len(y) < 2 or net.shape != y.shape:
+            return {}
+        d = (linear == y).astype(np.float64) - (net == y)
+        scores = (float((linear == y).mean()), float((net == y).mean()))
+        gap, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return {"linear": scores[0], "net": scores[1], "gap": gap, "se": se, "rows": int(len(y))}
 
 
 def label_noise(model_probs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, confidence: float = 0.6,
@@ -248,7 +280,9 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         if int(fresh.sum()) < 10:
             fresh[:] = True
         keep = fresh.to(val.x.device)
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[keep], val.y[keep], task)
+        out = _outputs(model, val.x[keep], eval_batch)
+        net = (out if task == "regression" else predictions(out, task)).numpy()
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[keep], val.y[keep], task, net=net)
         if facts["baseline"]:
             facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
