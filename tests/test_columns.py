@@ -66,3 +66,20 @@ def test_unknown_columns_and_both_keys_are_refused(csv):
         _fit(csv, **{"data.drop": ["label"]})
     with pytest.raises(RecipeError, match="data.drop: give data.features .* or data.drop"):
         _fit(csv, **{"data.features": ["a"], "data.drop": ["b"]})
+
+
+def test_row_numbers_warn_but_unique_measurements_do_not(tmp_path):
+    """A shuffled 0..n-1 column numbers the rows (an ID under any name); integers unique per row with
+    gaps (a population) and floats are measurements."""
+    rng = np.random.default_rng(1)
+    n = 40
+    frame = pd.DataFrame({"serial": rng.permutation(n) + 1000, "pop": rng.choice(10**7, n, replace=False) + 10**6,
+                          "gdp": rng.normal(size=n), "code": [f"c{i}" for i in range(n)],
+                          "y": rng.integers(0, 2, n)})
+    path = tmp_path / "m.csv"
+    frame.to_csv(path, index=False)
+    _, found = _fit(path, **{"data.drop": ["code"]})
+    said = [f for f in found if "row ID" in f]
+    assert len(said) == 1 and "'serial'" in said[0]
+    _, found = _fit(path, **{"data.features": ["pop", "gdp", "code"]})
+    assert [f for f in found if "row ID" in f] == [f for f in found if "'code' looks like a row ID" in f] != []

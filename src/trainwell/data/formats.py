@@ -182,13 +182,16 @@ def choose_columns(frame, section, path: Path, target: str):
 
 def id_like_columns(frame) -> list[str]:
     """Columns that look like row identifiers: named like one (id, index, rownames, Unnamed: 0), or
-    integers or strings with a distinct value in every row (of at least 20 rows)."""
+    with a distinct value in every row (of at least 20 rows) that are strings, or integers that number
+    the rows (a consecutive range, in any order). Unique measurements are not identifiers: floats, or
+    integers with gaps (a country's population). Strings: object or pandas' string dtype (kind "O")."""
     found = []
     for col in frame.columns:
         column = frame[col]
         named = str(col).strip().lower() in ID_NAMES
         unique = len(frame) >= 20 and column.notna().all() and column.nunique() == len(frame)
-        if named or (unique and (column.dtype.kind in "iu" or column.dtype == object)):
+        numbers = unique and column.dtype.kind in "iu" and int(column.max()) - int(column.min()) == len(frame) - 1
+        if named or numbers or (unique and column.dtype.kind == "O"):
             found.append(str(col))
     return found
 
