@@ -47,3 +47,40 @@ def test_a_split_file_of_other_data_is_refused(tmp_path):
                **{"data.split_file": str(tmp_path / "a" / "splits.npz")})
     with pytest.raises(DataError, match="data.split_file: .*not found"):
         tw.fit(out=False, quiet=True, **QUICK, **{"data.split_file": str(tmp_path / "nothing.npz")})
+
+
+def test_a_csv_split_is_identified_by_the_file_and_fits_recipes_that_encode_it_otherwise(tmp_path):
+    import pandas as pd
+
+    from trainwell.data.split import Splits, data_sha256, splits_bytes
+
+    rng = np.random.default_rng(0)
+    n = 80
+    frame = pd.DataFrame({"rownames": np.arange(1, n + 1), "a": rng.normal(size=n), "b": rng.normal(size=n),
+                          "colour": rng.choice(["red", "blue", "green"], n), "label": rng.integers(0, 2, n)})
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    csv = {**QUICK, "data.source": str(path), "data.target": "label"}
+    first = tw.fit(out=tmp_path / "a", quiet=True, **csv, **{"data.drop": ["rownames"]})
+    with np.load(tmp_path / "a" / "splits.npz") as f:
+        saved = {k: f[k] for k in f.files}
+    assert str(saved["sha256"]) == hashlib.sha256(path.read_bytes()).hexdigest()     # the file's bytes
+    # other columns, another encoding, another seed: the same rows of the same file
+    other = tw.fit(out=False, quiet=True, **csv, seed=5, **{"data.features": ["a", "colour"],
+                                                           "data.categorical": "onehot",
+                                                           "data.split_file": str(tmp_path / "a")})
+    assert other.extras["data"].dataset.x.shape[1] != first.extras["data"].dataset.x.shape[1]
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(other.extras["data"].indices[k], saved[k])
+    # one value changed, same row count: other data
+    frame.loc[3, "a"] += 1
+    frame.to_csv(tmp_path / "t2.csv", index=False)
+    with pytest.raises(DataError, match="data.split_file: .* was made from other data"):
+        tw.fit(out=False, quiet=True, **{**csv, "data.source": str(tmp_path / "t2.csv")},
+               **{"data.drop": ["rownames"], "data.split_file": str(tmp_path / "a")})
+    # a split file written before file hashes (the loaded data's sha256) still fits its data
+    ds = first.extras["data"].dataset
+    old = tmp_path / "old.npz"
+    old.write_bytes(splits_bytes(Splits(saved["train"], saved["val"], saved["test"]), n, data_sha256(ds.x, ds.y)))
+    again = tw.fit(out=False, quiet=True, **csv, **{"data.drop": ["rownames"], "data.split_file": str(old)})
+    np.testing.assert_array_equal(again.extras["data"].indices["test"], saved["test"])

@@ -27,7 +27,7 @@ from .checkpoint import prefixed, save_checkpoint
 from .data import checks, preparation, target
 from .data.normalize import keep_columns, make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
-from .data.split import SPLITS_FILE, Splits, data_sha256, make_splits, read_split_file, splits_bytes
+from .data.split import SPLITS_FILE, Splits, make_splits, read_split_file, rows_sha256, splits_bytes
 from .ensemble import member_rows
 from .errors import DataError, RecipeError
 from .finetune import describe as describe_finetune
@@ -120,9 +120,9 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     checks.check_targets(ds.y, ds.task, where)
     needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
-    sha256 = data_sha256(ds.x, ds.y)
+    sha256, loaded = rows_sha256(recipe.data.source if data is None else None, ds.x, ds.y)
     if recipe.data.split_file is not None:
-        splits = read_split_file(recipe.data.split_file, len(ds.y), sha256)
+        splits = read_split_file(recipe.data.split_file, len(ds.y), sha256, loaded)
     else:
         splits = make_splits(len(ds.y), recipe.data.split, recipe.seed, labels)
     split_file = splits_bytes(splits, len(ds.y), sha256)

@@ -82,8 +82,10 @@ class DataSection(Section):
     split: tuple[float, float, float] = _field((0.6, 0.2, 0.2), "Train, validation, test fractions (sum to 1).")
     split_file: str | None = _field(
         None, "Reuse the train/validation/test rows of another run: its folder or its splits.npz (every run "
-        "folder holds one: row indices in the source's row order, with the data's row count and sha256). "
-        "Refused for other data; data.split and data.stratify are then not used.")
+        "folder holds one: row indices in the source's row order, with the row count and the sha256 of the "
+        "source file, or of the loaded data when the source is not one file, so recipes that keep or encode "
+        "a file's columns differently share its splits). Refused for other data; data.split and "
+        "data.stratify are then not used.")
     stratify: bool = _field(True, "Keep class proportions equal across splits (classification only).")
     normalize: Literal["none", "minmax", "standard", "per_channel", "pca_whiten", "zca_whiten"] = _field(
         "standard", "Feature normalization, fitted on the training split only: per_channel standardizes each "

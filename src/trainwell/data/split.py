@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .sources import BUNDLED, SYNTHETIC
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,40 @@ def data_sha256(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def file_sha256(source: str) -> str | None:
+    """sha256 of a one-file source's bytes (a CSV, Parquet, NPZ, ... file): the rows as they are in the
+    file, whatever columns a recipe keeps or how it encodes them. None for anything else."""
+    path = Path(source)
+    if source in BUNDLED or source in SYNTHETIC or not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def rows_sha256(source: str | None, x: np.ndarray, y: np.ndarray) -> tuple[str, str]:
+    """What identifies the rows a split file indexes: the source file's sha256 when the data is one
+    file (so recipes that keep or encode its columns differently share splits), else the loaded
+    data's; and the loaded data's (what split files held before)."""
+    loaded = data_sha256(x, y)
+    return (file_sha256(source) if source is not None else None) or loaded, loaded
+
+
 def splits_bytes(splits: Splits, n_rows: int, sha256: str) -> bytes:
     """The run folder's splits.npz: row indices (in the source's row order) of each split, the number
-    of rows and the sha256 of the data they index."""
+    of rows and the sha256 of the data they index (of the source file when the data is one file)."""
     buf = io.BytesIO()
     np.savez(buf, train=splits.train.astype(np.int64), val=splits.val.astype(np.int64),
              test=splits.test.astype(np.int64), rows=np.int64(n_rows), sha256=np.array(sha256))
     return buf.getvalue()
 
 
-def read_split_file(path: str | Path, n_rows: int, sha256: str) -> Splits:
-    """data.split_file: the splits of another run, refused unless made from the same data."""
+def read_split_file(path: str | Path, n_rows: int, sha256: str, *also: str) -> Splits:
+    """data.split_file: the splits of another run, refused unless made from the same data: the same
+    row count and the same sha256 (of the source file; a split file written before file hashes, or of
+    data that is not one file, holds the sha256 of the loaded data, given in `also`)."""
     path = Path(path)
     if path.is_dir():
         path = path / SPLITS_FILE
@@ -91,7 +115,7 @@ def read_split_file(path: str | Path, n_rows: int, sha256: str) -> Splits:
     if rows != n_rows:
         raise DataError(f"data.split_file: {path} was made from data of {rows} rows, this data has {n_rows}; "
                         "a split file only fits the data it was made from")
-    if saved != sha256:
+    if saved not in (sha256, *also):
         raise DataError(f"data.split_file: {path} was made from other data (sha256 {saved[:12]}..., this data "
                         f"{sha256[:12]}...); a split file only fits the data it was made from")
     return Splits(*(np.sort(parts[k].astype(np.int64)) for k in ("train", "val", "test")))
