@@ -237,6 +237,11 @@ CASES = [
     Case("custom-model-predict", ("predict", "{w}/custom", "{w}/good.csv"),
          ("model.kind: 'custom'", "tw.load(RUN_DIR, model=Sequential())")),
     Case("custom-model-resume", ("resume", "{w}/custom"), ("model.kind: 'custom'", "tw.resume(RUN_DIR, model=")),
+    Case("custom-model-doctor-try", ("doctor", "{w}/custom", "--try"),
+         ("doctor --try:", "trained a module passed from Python (torch.nn.modules.container.Sequential",
+          "try_remedy(RUN_DIR, model=Sequential(), data=(x, y))")),
+    Case("custom-data-doctor-try", ("doctor", "{w}/arrays", "--try"),
+         ("doctor --try:", "in-memory data", "try_remedy(run_dir, data=(x, y))")),
     Case("custom-data-fit", ("fit", "{w}/arrays/recipe.toml", "--out", "{out}"),
          ("data.source: 'custom' means the data was passed from Python", "tw.fit(..., data=(x, y))")),
     # ---- predict

@@ -139,3 +139,24 @@ def test_a_custom_regression_module_round_trips_through_load(tmp_path):
     assert run.metrics["test"]["r2"] > 0.9
     resumed = tw.resume(run.path, model=Regressor(), data=(x, y), **{"train.epochs": 61})
     assert resumed.metrics["network"]["kind"] == "custom" and len(resumed.history) == 61
+
+
+def test_doctor_try_reruns_a_custom_module_from_python_on_copies(tmp_path):
+    """--try needs the module back; given it, each re-run trains a copy from the same weights, and the
+    module passed stays as it was."""
+    from trainwell.watch.trial import try_remedy
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 4)) * [1, 1, 1000, 1] + [0, 0, 5000, 0]).astype(np.float32)    # unnormalized
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    run = tw.fit(out=tmp_path / "run", quiet=True, model=Net(), data=(x, y),
+                 **{**QUICK, "data.normalize": "none", "watch.probes": True})
+    assert any(f.rule == "unnormalized_inputs" for f in run.extras["findings"])
+    assert main(["doctor", str(tmp_path / "run"), "--try"]) == 2
+    net = Net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    result = try_remedy(tmp_path / "run", epochs=2, model=net, data=(x, y))
+    assert result.rule == "unnormalized_inputs" and result.overrides == {"data.normalize": "standard"}
+    assert np.isfinite(result.before) and np.isfinite(result.after)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)

@@ -144,6 +144,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and not args.try_:
         raise TrainwellError("doctor: --epochs is the budget of --try; give --try as well")
+    if args.try_:
+        from .watch.trial import check_rerunnable
+
+        check_rerunnable(args.run_dir)          # a module or data from Python: say so before writing anything
     findings = diagnose(load_evidence(args.run_dir))
     write_diagnosis(Path(args.run_dir), findings)
     print("\n".join(format_findings(findings)))

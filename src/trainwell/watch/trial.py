@@ -19,6 +19,7 @@ predicted probabilities (`val_nll`) for a classifier, the squared error in the t
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import warnings
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..api import fit
+from ..custom import class_name
+from ..data.sources import CUSTOM_SOURCE
 from ..errors import TrainwellError
 from ..recipe import load_recipe
 from .doctor import diagnose, load_evidence, set_flags
@@ -103,10 +106,33 @@ def first_prescription(ev: Evidence):
     return next((f for f in diagnose(ev) if f.cause is None and f.severity in ("warning", "severe")), None)
 
 
+def check_rerunnable(run_dir: str | Path, data: Any = None, model: Any = None) -> None:
+    """--try re-runs the run's recipe: one line saying what to do instead when the run trained a
+    module or data passed from Python and they are not given again (checked before anything is
+    written)."""
+    ev = load_evidence(Path(run_dir))
+    recipe = load_recipe(ev.recipe)
+    if model is None and recipe.model.kind == "custom":
+        raise TrainwellError(f"doctor --try: {run_dir} trained a module passed from Python ({recipe.model.module}, "
+                             f"{recipe.model.parameters} parameters), which the command line cannot rebuild; try "
+                             "the remedy in Python: trainwell.watch.trial.try_remedy(RUN_DIR, "
+                             f"model={class_name(recipe.model)}()" + (", data=(x, y))" if data is None and
+                                                                      _in_memory(ev, recipe) else ")"))
+    if data is None and _in_memory(ev, recipe):
+        raise TrainwellError(f"doctor --try: {run_dir} was trained on in-memory data (fit(data=...)); "
+                             "re-run it from Python with trainwell.watch.trial.try_remedy(run_dir, data=(x, y))")
+
+
+def _in_memory(ev: Evidence, recipe) -> bool:
+    return recipe.data.source == CUSTOM_SOURCE or (ev.facts.get("data") or {}).get("name") == "data"
+
+
 def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path | None = None,
                data: Any = None, model: Any = None) -> TryResult:
-
+    """The first remedy tried: the recipe re-run with its overrides (a module passed as `model` is
+    copied for each re-run, so each starts from the same weights)."""
     run_dir = Path(run_dir)
+    check_rerunnable(run_dir, data, model)
     ev = load_evidence(run_dir)
     recipe = load_recipe(ev.recipe)
     monitor, mode = recipe.stopping.monitor, recipe.stopping.mode
@@ -116,14 +142,11 @@ def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path |
     if not first.overrides:
         return TryResult(first.rule, monitor=monitor, mode=mode,
                          note=f"the first finding ({first.rule}) has no recipe change to try: {first.remedy}")
-    if data is None and (ev.facts.get("data") or {}).get("name") == "data":
-        raise TrainwellError(f"doctor --try: {run_dir} was trained on in-memory data (fit(data=...)); "
-                             "re-run it from Python with trainwell.watch.trial.try_remedy(run_dir, data=(x, y))")
     own = recipe.train.epochs
     budget = epochs or own
     best = recipe.stopping.restore_best
-    kw: dict[str, Any] = {"quiet": True, "force": True, "data": data, "model": model,
-                          "train.epochs": budget, "watch.report": False}
+    kw: dict[str, Any] = {"quiet": True, "force": True, "data": data, "train.epochs": budget,
+                          "watch.report": False}
     column, column_mode = compared_column(monitor, ev.task, first.overrides)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -131,10 +154,10 @@ def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path |
         if budget == own:
             before = monitored(ev.history, monitor, mode, best, column)
         else:
-            again = fit(recipe, out=base / "before", **kw)
+            again = fit(recipe, out=base / "before", model=copy.deepcopy(model), **kw)
             before = monitored(again.history, monitor, mode, best, column)
         try:
-            after_run = fit(recipe, out=base / "after", **{**kw, **first.overrides})
+            after_run = fit(recipe, out=base / "after", model=copy.deepcopy(model), **{**kw, **first.overrides})
             after = monitored(after_run.history, monitor, mode,
                               bool(first.overrides.get("stopping.restore_best", best)), column)
         except TrainwellError as exc:
