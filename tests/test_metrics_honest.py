@@ -123,10 +123,13 @@ def test_label_metrics_with_missing_classes_equal_sklearn(seed, n, c):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 10**6), st.integers(2, 200), st.integers(1, 3), st.floats(0.0, 3.0))
-def test_regression_metrics_equal_sklearn(seed, n, outputs, noise):
+@given(st.integers(0, 10**6), st.integers(2, 200), st.integers(1, 3), st.floats(0.0, 3.0),
+       st.sampled_from([0.0, 300.0, 2000.0, 1e5]))
+def test_regression_metrics_equal_sklearn(seed, n, outputs, noise, offset):
+    """Targets far from zero too (kelvin, years, prices): R2 about the column's mean, not a one-pass
+    float32 variance (which gave 0.99 for sklearn's 0.91 around 1e4)."""
     rng = np.random.default_rng(seed)
-    y = rng.normal(size=(n, outputs)).astype(np.float32)
+    y = (offset + rng.normal(size=(n, outputs))).astype(np.float32)
     p = (y + noise * rng.normal(size=y.shape)).astype(np.float32)
     yt, pt = torch.from_numpy(y), torch.from_numpy(p)
     if outputs == 1:
@@ -134,7 +137,7 @@ def test_regression_metrics_equal_sklearn(seed, n, outputs, noise):
     got = M.compute(M.build_metrics("regression", 0), pt, yt)
     assert got["mse"] == pytest.approx(skm.mean_squared_error(y, p), rel=1e-4, abs=1e-6)
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p), rel=1e-4, abs=1e-6)
-    assert got["r2"] == pytest.approx(skm.r2_score(y, p), rel=1e-3, abs=1e-4)
+    assert got["r2"] == pytest.approx(skm.r2_score(y.astype(np.float64), p.astype(np.float64)), rel=1e-3, abs=1e-4)
 
 
 def test_auroc_counts_ties_half_and_is_nan_without_both_classes():
@@ -142,3 +145,34 @@ def test_auroc_counts_ties_half_and_is_nan_without_both_classes():
     assert M.auroc(torch.tensor([0.1, 0.5, 0.5, 0.9]), y) == pytest.approx(0.875)     # 3.5 of 4 pairs
     assert M.auroc(torch.tensor([0.9, 0.8, 0.2, 0.1]), y) == 0.0
     assert np.isnan(M.auroc(torch.tensor([0.3, 0.6]), torch.tensor([1, 1])))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10**6), st.integers(4, 300), st.integers(2, 6))
+def test_auroc_with_many_ties_equals_sklearn(seed, n, levels):
+    """Scores on a few levels (a model that outputs the same probability for many rows): every tie
+    counted half, as roc_auc_score's trapezoids do."""
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([[0, 1], rng.integers(0, 2, n - 2)])
+    scores = (rng.integers(0, levels, n) + y * rng.integers(0, 2, n)) / levels
+    assert M.auroc(torch.from_numpy(scores), torch.from_numpy(y)) == pytest.approx(skm.roc_auc_score(y, scores),
+                                                                                 abs=1e-9)
+
+
+def test_r2_of_a_constant_target_follows_sklearn():
+    y = np.full(30, 0.1, dtype=np.float32)
+    for p, want in ((y.copy(), 1.0), (y + np.linspace(-0.01, 0.01, 30, dtype=np.float32), 0.0)):
+        got = M.regression_metrics(torch.from_numpy(p), torch.from_numpy(y))["r2"]
+        assert got == skm.r2_score(y.astype(np.float64), p.astype(np.float64)) == want   # fitted exactly: 1, else 0
+
+
+def test_ece_and_the_reliability_bins_at_the_bin_edges():
+    # confidences exactly on edges k/15 (and 1.0, which closes the last bin)
+    conf = np.array([1 / 15, 2 / 15, 0.5, 14 / 15, 1.0, 1.0], dtype=np.float32)
+    probs = np.stack([conf, 1 - conf], 1)
+    y = np.array([0, 1, 0, 0, 0, 1])
+    got = M.compute(M.build_metrics("binary", 2), torch.from_numpy(probs.argmax(1)), torch.from_numpy(y),
+                    torch.from_numpy(probs))
+    assert got["ece"] == pytest.approx(hand_ece(probs, y), abs=1e-7)
+    rel = M.reliability(torch.from_numpy(probs), torch.from_numpy(y))
+    assert rel["ece"] == pytest.approx(got["ece"], abs=1e-12) and sum(b["rows"] for b in rel["bins"]) == 6

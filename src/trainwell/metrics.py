@@ -115,34 +115,35 @@ def label_metrics(preds: torch.Tensor, target: torch.Tensor, n_classes: int, bin
 
 
 def regression_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    preds, target = preds.float(), target.float()
+    """In float64, R2 about each column's own mean (two passes): a target far from zero (a year, a
+    temperature in kelvin) keeps its precision. A constant column scores 1 when fitted exactly, else 0."""
+    preds, target = preds.double(), target.double()
     if preds.dim() == 1 and target.dim() == 2 and target.shape[1] == 1:
         target = target.squeeze(1)
-    diff = preds - target
     rows = target.shape[0]
-    sse = (diff * diff).sum()
-    t = target.reshape(rows, -1)
-    total, total_sq = t.sum(0), (t * t).sum(0)
-    rss = (diff.reshape(rows, -1) ** 2).sum(0)
-    tss = total_sq - total * (total / rows)
-    fits, varies = ~torch.isclose(rss, torch.zeros_like(rss)), ~torch.isclose(tss, torch.zeros_like(tss))
-    r2 = torch.ones_like(rss)
-    r2 = torch.where(fits & varies, 1 - rss / torch.where(varies, tss, torch.ones_like(tss)), r2)
-    r2 = torch.where(fits & ~varies, torch.zeros_like(r2), r2)
-    return {"mse": float(sse / diff.numel()), "mae": float(diff.abs().sum() / diff.numel()),
+    err, t = (preds - target).reshape(rows, -1), target.reshape(rows, -1)
+    rss, tss = (err * err).sum(0), ((t - t.mean(0)) ** 2).sum(0)
+    tiny = 1e-20 * (t * t).sum(0)                     # below this a sum of squares is rounding, not spread
+    r2 = torch.where(tss > tiny, 1 - rss / torch.where(tss > tiny, tss, 1.0), (rss <= tiny).double())
+    return {"mse": float((err * err).mean()), "mae": float(err.abs().mean()),
             "r2": float(r2.mean()) if rows >= 2 else math.nan}
 
 
-def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Top-label ECE over equal-width confidence bins (the last bin closed at 1)."""
+def _confidence_bins(probs: torch.Tensor, target: torch.Tensor, bins: int):
+    """Per equal-width bin of the top-label confidence (the last closed at 1): rows, sum of
+    confidences, sum of hits (float64)."""
     conf, pred = probs.float().max(1)
     which = (conf * bins).long().clamp(max=bins - 1)
-    count = torch.bincount(which, minlength=bins).double()
-    conf_sum = torch.zeros(bins, dtype=torch.float64, device=probs.device).index_add_(0, which, conf.double())
-    hit_sum = torch.zeros(bins, dtype=torch.float64, device=probs.device).index_add_(
-        0, which, (pred == target.long()).double())
-    gap = (hit_sum - conf_sum).abs()           # per bin: rows x |accuracy - confidence|
-    return float(gap.sum() / count.sum()) if len(target) else math.nan
+    zeros = torch.zeros(bins, dtype=torch.float64, device=probs.device)
+    return (torch.bincount(which, minlength=bins).double(), zeros.index_add(0, which, conf.double()),
+            zeros.index_add(0, which, (pred == target.long()).double()))
+
+
+def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Top-label ECE over equal-width confidence bins: the rows' share-weighted |accuracy - confidence|
+    per bin, i.e. the sum over bins of |hits - confidences| over all rows."""
+    count, conf_sum, hit_sum = _confidence_bins(probs, target, bins)
+    return float((hit_sum - conf_sum).abs().sum() / count.sum()) if len(target) else math.nan
 
 
 def auroc(scores: torch.Tensor, target: torch.Tensor) -> float:
@@ -185,16 +186,8 @@ def _order(task: str, result: dict[str, float]) -> list[str]:
 def reliability(probs: torch.Tensor, target: torch.Tensor, bins: int = ECE_BINS) -> dict:
     """The reliability diagram's numbers: per equal-width bin of top-label confidence, its rows, mean
     confidence and accuracy (empty bins left out); their weighted gap is the ECE."""
-    conf, pred = probs.max(1)
-    which = (conf * bins).long().clamp(max=bins - 1)
-    rows = []
-    for b in range(bins):
-        inside = which == b
-        n = int(inside.sum())
-        if n:
-            rows.append({"bin": b, "low": b / bins, "high": (b + 1) / bins, "rows": n,
-                         "confidence": float(conf[inside].mean()),
-                         "accuracy": float((pred[inside] == target[inside]).float().mean())})
-    total = len(target)
-    ece = sum(r["rows"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows) if total else math.nan
-    return {"bins": rows, "n_bins": bins, "ece": ece}
+    count, conf_sum, hit_sum = _confidence_bins(probs, target, bins)
+    rows = [{"bin": b, "low": b / bins, "high": (b + 1) / bins, "rows": int(count[b]),
+             "confidence": float(conf_sum[b] / count[b]), "accuracy": float(hit_sum[b] / count[b])}
+            for b in range(bins) if count[b]]
+    return {"bins": rows, "n_bins": bins, "ece": expected_calibration_error(probs, target, bins)}
