@@ -132,6 +132,12 @@ def run_set(name: str, seeds: int, folder: Path) -> tuple[dict[str, dict[str, li
     return results, default_runs
 
 
+def _findings(run_dir: Path) -> list[dict]:
+    diagnosis = run_dir / "diagnosis.json"
+    found = json.loads(diagnosis.read_text()) if diagnosis.exists() else []
+    return found.get("findings", found) if isinstance(found, dict) else found
+
+
 def _fmt(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
@@ -159,12 +165,13 @@ def main() -> None:
                            if lab in ("sk mlp", "sk logistic", "sk ridge"))
             own = statistics.mean(results["trainwell default"][key])
             if own < best_ref[0] - SHORTFALL[kind]:
-                diagnosis = runs[0] / "diagnosis.json"        # written by the run's own doctor
-                findings = json.loads(diagnosis.read_text()) if diagnosis.exists() else []
-                findings = findings.get("findings", findings) if isinstance(findings, dict) else findings
-                said = "; ".join(f"{f['rule']}: {f['message']}" for f in findings) or "no findings"
-                notes.append(f"{name}: default {key} {own:.3f} vs {best_ref[1]} {best_ref[0]:.3f}; "
-                             f"the doctor (seed 0) says: {said}")
+                said = {seed: _findings(run) for seed, run in runs.items()}       # each run's own doctor
+                first = next((f for fs in said.values() for f in fs if f["severity"] != "info"), None)
+                per_seed = ", ".join(f"seed {seed}: {' '.join(f['rule'] for f in fs) or 'no findings'}"
+                                     for seed, fs in said.items())
+                notes.append(f"{name}: default {key} {own:.3f} vs {best_ref[1]} {best_ref[0]:.3f}; the doctor "
+                             f"says ({per_seed})" + (f"; {first['rule']}: {first['message']}; remedy: "
+                                                     f"{first['remedy']}" if first else ""))
     print()
     print(f"{'data set':14s} {'task':11s} {'contender':20s} test (mean ± std over {args.seeds} seeds)")
     for row in table:

@@ -3,6 +3,7 @@ held to its labels (its rules fire, its root cause comes first, no must-not-fire
 warning level, no remedy repeats the recipe, no crash); the whole corpus against the goals."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -69,3 +70,19 @@ def test_try_on_corpus_scenarios(tmp_path):
     nothing = try_remedy(healthy.run_dir)
     assert nothing.overrides == {} and not nothing.confirmed
     assert nothing.summary().startswith("nothing to try")
+
+
+@pytest.mark.slow
+def test_try_reads_the_returned_model_when_the_remedy_averages(tmp_path):
+    """linear_better's remedy is an ensemble, whose member 1 is the plain run: its history is the plain
+    network's, so --try reads the returned model's validation loss (metrics.json) on both sides."""
+    from trainwell.watch.trial import try_remedy
+
+    sick = corpus.run_scenario(_scenario("p_linear_small_regression"), tmp_path)
+    assert sick.findings[0].rule == "linear_better"
+    result = try_remedy(sick.run_dir, out=tmp_path / "try", data=sick.data)
+    assert result.overrides == {"train.average.kind": "ensemble"}
+    assert result.before == pytest.approx(json.loads((sick.run_dir / "metrics.json").read_text())["val"]["loss"])
+    after = json.loads((tmp_path / "try" / "after" / "metrics.json").read_text())
+    assert after["model"] == "ensemble" and result.after == pytest.approx(after["val"]["loss"])
+    assert result.confirmed, result.summary()

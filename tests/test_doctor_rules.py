@@ -461,9 +461,12 @@ def test_linear_better_quiet(gap, se, train, why):
 
 
 def test_linear_better_accuracy_margin_and_not_nearly_linear():
-    (f,) = D.linear_better(_versus(0.03, 0.01, lin=0.90, metric="accuracy", train=0.99, knn=0.93))
+    (f,) = D.linear_better(_versus(0.06, 0.01, lin=0.90, metric="accuracy", train=0.99, knn=0.93))
     assert "nearly linear" not in f.message                  # a k-NN does better than the linear model here
-    assert D.linear_better(_versus(0.015, 0.005, lin=0.90, metric="accuracy", train=0.99)) == []
+    # the corpus's healthy digits runs: logistic regression 0.975, the 10-epoch nets 0.953 and 0.950 (2.3 and
+    # 2.7 paired standard errors): under the 0.05 margin
+    assert D.linear_better(_versus(0.022, 0.0096, lin=0.975, metric="accuracy", train=0.984)) == []
+    assert D.linear_better(_versus(0.025, 0.0092, lin=0.975, metric="accuracy", train=0.998)) == []
 
 
 def test_linear_better_never_prescribes_what_the_run_does():

@@ -100,6 +100,19 @@ def test_a_run_reports_the_metrics_of_its_own_predictions(tmp_path):
     assert got["nll"] == pytest.approx(skm.log_loss(y, probs), rel=1e-4)
     assert got["ece"] == pytest.approx(hand_ece(probs, y), abs=1e-5)
     assert {"val_nll", "val_ece", "val_auroc_pos", "train_balanced_accuracy"} <= set(run.history[-1])
+    # the training split too, from the final eval-mode pass (metrics.json "train")
+    train = run.extras["data"].indices["train"]
+    yt, pt = run.extras["data"].dataset.y[train], frame[["prob_0", "prob_1"]].to_numpy()[train]
+    tr = run.metrics["train"]
+    assert tr["nll"] == pytest.approx(skm.log_loss(yt, pt), rel=1e-4)
+    assert tr["auroc_pos"] == pytest.approx(skm.roc_auc_score(yt, pt[:, 1]), abs=1e-5)
+    # ECE on the very tensors the run evaluated (a row on a bin edge may fall either side after predict's
+    # own normalization of the raw rows)
+    run.model.eval()
+    with torch.no_grad():
+        p1 = torch.sigmoid(run.model(run.extras["data"].train.x)[:, 0]).double().numpy()
+    assert tr["ece"] == pytest.approx(hand_ece(np.stack([1 - p1, p1], 1), yt), abs=1e-6)
+    assert tr["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(yt, pt.argmax(1)), abs=1e-5)
     # The report's reliability diagram is of the same rows: its bins give the same ECE.
     cal = run.metrics["calibration"]
     assert cal["split"] == "test" and sum(b["rows"] for b in cal["bins"]) == len(test)

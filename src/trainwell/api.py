@@ -348,6 +348,8 @@ def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: R
         metrics["plain"] = plain
         metrics.update(model=outcome.section["kind"], val=outcome.section["val"], test=outcome.section["test"])
         trainer.model = outcome.model    # the doctor's facts (suspects, confusion) are about the returned model
+    # the training split's loss and metrics (nll, ece, auroc_pos too) in one final eval-mode pass, not per step
+    metrics["train"] = trainer.evaluate(seen.train, trainer.model)
     calibration = _calibration(trainer.model, seen, setup, setup.settings.eval_batch_size)
     if calibration is not None:
         metrics["calibration"] = calibration

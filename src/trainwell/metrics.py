@@ -4,11 +4,13 @@ Classification, from the predicted labels: accuracy, macro F1 (the mean of the p
 binary tasks too), balanced accuracy (the mean per-class recall) and, for binary tasks, the
 precision and recall of the positive class (class 1, the second of the sorted labels). The macro
 means run over the classes that occur among the targets or the predictions. From the predicted
-probabilities, on the evaluated splits (validation, test): the log-loss `nll`, the expected
+probabilities, on the evaluated splits (validation each epoch; train, validation and test once at
+the end, in metrics.json): the log-loss `nll`, the expected
 calibration error `ece` (15 equal-width bins of the top-label confidence, l1; the bins of the
 report's reliability diagram) and, for binary tasks, `auroc_pos` (the area under the ROC curve,
-ties counted half). Regression: mse, mae, r2 (the mean over output columns; 1 for a perfect fit,
-0 for a wrong fit of a constant target). The training loss is recorded separately.
+ties counted half). Regression: mse, mae, r2 (the mean over output columns, in float64 about each
+column's mean; 1 for a perfect fit, 0 for a wrong fit of a constant target). The training epochs'
+running metrics are of the labels only (no per-step probabilities).
 
 Plain tensor arithmetic on the metrics' device, from a confusion matrix: nothing to import
 beyond torch, and the figures of the libraries that define them (tests/test_metrics_honest.py

@@ -69,8 +69,11 @@ def _short(v: Any, limit: int = 160) -> str:
 
 
 def metrics_section(metrics: dict[str, Any]) -> str:
-    rows = [(split, k, v) for split in ("test", "val") for k, v in (metrics.get(split) or {}).items()]
-    out = _table(rows, ("split", "metric", "value")) if rows else "<p>No held-out split was evaluated.</p>"
+    splits = [s for s in ("train", "val", "test") if metrics.get(s)]
+    names = list(dict.fromkeys(k for s in splits for k in metrics[s]))
+    rows = [(k, *(metrics[s].get(k, "") for s in splits)) for k in names]
+    head = ("metric", *("train (final pass, eval mode)" if s == "train" else s for s in splits))
+    out = _table(rows, head) if "val" in splits or "test" in splits else "<p>No held-out split was evaluated.</p>"
     stop = (f"<p>Best epoch <b>{_e(metrics.get('best_epoch'))}</b>, stopped at epoch "
             f"<b>{_e(metrics.get('stopped_epoch'))}</b> (reason: {_e(metrics.get('stop_reason'))}), "
             f"seed {_e(metrics.get('seed'))}.</p>")

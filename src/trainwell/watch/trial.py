@@ -148,19 +148,30 @@ def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path |
     kw: dict[str, Any] = {"quiet": True, "force": True, "data": data, "train.epochs": budget,
                           "watch.report": False}
     column, column_mode = compared_column(monitor, ev.task, first.overrides)
+    # A remedy that averages (an ensemble, SWA, EMA) returns another model than the network whose epochs
+    # the history records: both sides are then read from metrics.json's val, the returned model's.
+    returned = "train.average.kind" in first.overrides and column.startswith("val_")
+
+    def value(history, metrics, restored: bool) -> float:
+        if returned:
+            return number((metrics.get("val") or {}).get(column[len("val_"):]))
+        return monitored(history, monitor, mode, restored, column)
+
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = Path(out) if out is not None else Path(tmp)
         if budget == own:
-            before = monitored(ev.history, monitor, mode, best, column)
+            before = value(ev.history, ev.metrics, best)
         else:
             again = fit(recipe, out=base / "before", model=copy.deepcopy(model), **kw)
-            before = monitored(again.history, monitor, mode, best, column)
+            before = value(again.history, again.metrics, best)
         try:
             after_run = fit(recipe, out=base / "after", model=copy.deepcopy(model), **{**kw, **first.overrides})
-            after = monitored(after_run.history, monitor, mode,
-                              bool(first.overrides.get("stopping.restore_best", best)), column)
+            after = value(after_run.history, after_run.metrics, bool(first.overrides.get("stopping.restore_best", best)))
         except TrainwellError as exc:
             return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, float("nan"),
                              budget, note=f"the re-run failed: {exc}")
+    if returned:
+        return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, after, budget,
+                         note="of the model each run returns (metrics.json val), the averaged one after")
     return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, after, budget)
