@@ -249,8 +249,8 @@ def test_pipeline_with_column_transformer_in_cross_val_score_with_two_jobs():
     scores = cross_val_score(pipe, frame, y, cv=3, n_jobs=2)
     assert scores.min() > 0.85         # a linear model cannot do it from these columns (xor)
     pipe.fit(frame, y)
-    assert list(pipe[-1].feature_names_in_ if hasattr(pipe[-1], "feature_names_in_") else []) in (
-        [], ["onehot__colour_blue", "onehot__colour_green", "onehot__colour_red", "scale__size", "scale__noise"])
+    assert pipe[-1].n_features_in_ == 5         # 3 one-hot columns and 2 scaled ones
+    assert (pipe.predict(frame) == y).mean() > 0.9
 
 
 @pytest.mark.slow
