@@ -209,10 +209,10 @@ def read_table(path: Path, section, fmt: str):
         y = y.astype(str)
     columns = [str(c) for c in frame.columns]
     frame = choose_columns(frame, section, path, target)
-    for col in id_like_columns(frame):
+    names, embedded = feature_columns(frame, section.categorical, section.max_categories, path)
+    for col in id_like_columns(frame):      # after the columns that stop the run (an identifier of strings)
         emit([f"{path.name}: column {col!r} looks like a row ID (one distinct value per row); it is used as a "
               f"feature, leave it out with data.drop = [\"{col}\"]"])
-    names, embedded = feature_columns(frame, section.categorical, section.max_categories, path)
     record = {"dropped": [c for c in columns if c not in frame.columns],
               "encoded": encoding_record(frame, names, embedded)}
     if embedded:
