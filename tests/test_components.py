@@ -2,9 +2,9 @@
 
 import torch
 
-from trainwell.api import prepare_data
 from trainwell.build import build
 from trainwell.loop import Trainer
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 
 ALL = {"data.source": "moons", "data.n_samples": 200, "model.hidden": [16], "train.batch_size": 32,

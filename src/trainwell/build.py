@@ -109,6 +109,20 @@ class Setup:
     forward: Any = None               # the compiled training forward (train.compile), else None: the model
 
 
+def pick_device(name: str) -> torch.device:
+    """train.device: "auto" picks CUDA, then MPS, then the CPU; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(["train.device: got 'cuda', but no CUDA device is available; use \"auto\" or \"cpu\""])
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RecipeError(["train.device: got 'mps', but MPS is not available; use \"auto\" or \"cpu\""])
+    return torch.device(name)
+
+
 def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = None, train=None) -> Setup:
     """The Setup of `recipe` on `prepared` data (train: other training rows, e.g. a bagging member's)."""
     ds = prepared.dataset
