@@ -350,13 +350,19 @@ class Trainer:
         return [t for t in self.model.state_dict().values() if t.is_floating_point()]
 
     def _rollback(self) -> None:
-        """Back to the guard's restore point with a smaller LR; the guard keeps its own record."""
+        """Back to the guard's restore point with a smaller LR; the guard keeps its own record. The best
+        checkpoint goes back too: it may hold an epoch after the restore point, which the run discards."""
         where = {"epoch": self.state.epoch + 1, "at_step": self.state.step}
         guard = self.guard.state_dict()
         self.load_state_dict(*ckpt.decode(self.guard.restore_point(), "the last good state"))
         self.guard.load_state_dict(guard)
         self.guard.rolled_back(**where, to_step=self.state.step)
         self.apply_lr()
+        if self.settings.save_best and self.run_dir is not None:
+            if self.best_state is None:         # back before any epoch: no best epoch yet
+                (self.run_dir / CHECKPOINTS / BEST).unlink(missing_ok=True)
+            else:
+                ckpt.write_files(self.run_dir / CHECKPOINTS, {BEST: self._best_checkpoint(self.best_state)})
 
     def _interrupt(self) -> NoReturn:
         """Ctrl-C / SIGTERM: save where the run is (if finite) and stop with exit code 130."""
@@ -413,11 +419,16 @@ class Trainer:
             if want_last:
                 files[LAST] = data
         if best and self.run_dir is not None:
-            files[BEST] = ckpt.encode({**ckpt.prefixed("model", self.model.state_dict()), **self.extra_tensors},
-                                      {"epoch": self.state.epoch, "monitor": self.settings.monitor,
-                                       "value": self.setup.components["monitor"].best}, BEST)
+            files[BEST] = self._best_checkpoint(self.model.state_dict())
         if files:
             ckpt.write_files(self.run_dir / CHECKPOINTS, files)
+
+    def _best_checkpoint(self, weights: dict[str, torch.Tensor]) -> bytes:
+        """best.safetensors: the best epoch's weights with the data statistics, and which epoch it is."""
+        monitor = self.setup.components["monitor"]
+        return ckpt.encode({**ckpt.prefixed("model", weights), **self.extra_tensors},
+                           {"epoch": monitor.best_epoch, "monitor": self.settings.monitor, "value": monitor.best},
+                           BEST)
 
 
 def has_batchnorm(model: nn.Module) -> bool:
