@@ -326,20 +326,16 @@ class Trainer:
             self._interrupt()
 
     def _decide(self, row: dict[str, Any]) -> None:
-        """Plateau, best epoch and early stopping: each reads the recorded row."""
-        st, c = self.state, self.setup.components
-        if "plateau" in c:
-            c["plateau"].update(_monitored(row, self.settings.plateau_monitor, "schedule.monitor"),
-                                self.setup.base_lrs[0])
+        """Each component reads the recorded row (plateau, best epoch, early stopping: build.py's
+        `build_components`); a stop reason stops the run. Then the LR and the best weights follow."""
+        st = self.state
+        for component in self.setup.components.values():
+            reason = component.after_epoch(st.epoch, row) if hasattr(component, "after_epoch") else None
+            if reason is not None and st.stop_reason is None:
+                st.stop_reason, st.stopped_epoch = str(reason), st.epoch
         self.apply_lr()
-        value = _monitored(row, self.settings.monitor, "stopping.monitor")
-        c["monitor"].update(st.epoch, value)
-        if c["monitor"].improved:
+        if self.setup.components["monitor"].improved:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if "stopper" in c:
-            stop, reason = c["stopper"].update(st.epoch, value)
-            if stop:
-                st.stop_reason, st.stopped_epoch = reason.value, st.epoch
 
     @property
     def best_epoch_number(self) -> int:
@@ -442,9 +438,3 @@ def balanced_rows(labels: torch.Tensor, generator: torch.Generator) -> torch.Ten
     counts = torch.bincount(y).double()
     return torch.multinomial((1.0 / counts)[y], len(y), replacement=True, generator=generator)
 
-
-def _monitored(row: dict[str, Any], key: str, field_name: str) -> float:
-    if key not in row:
-        raise KeyError(f"{field_name}: got {key!r}, not a history column; columns: {', '.join(row)}")
-    value = row[key]
-    return float("nan") if value is None else float(value)
