@@ -78,7 +78,8 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     """
     recipe = custom.record(load_recipe(recipe, overrides), model, data)    # model.kind, data.source = "custom"
     world = ddp.current()                 # None on one process; else this worker's rank (rank 0 writes)
-    main, quiet = world is None or world.main, quiet or not (world is None or world.main)
+    main = world is None or world.main
+    quiet = quiet or not main
     device = _start(recipe, model is not None, world)
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     setup = _build(recipe, prepared, device, model, world)
