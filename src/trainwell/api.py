@@ -23,6 +23,7 @@ from . import __version__, custom
 from . import distributed as ddp
 from .averaging import finisher_for
 from .build import build
+from .calibration import temperature_scale
 from .checkpoint import prefixed, save_checkpoint
 from .data import checks, preparation, target
 from .data.normalize import keep_columns, make_normalizer
@@ -348,6 +349,10 @@ def conclude(trainer: Trainer, finisher: Finisher, prepared: Prepared, recipe: R
         metrics["plain"] = plain
         metrics.update(model=outcome.section["kind"], val=outcome.section["val"], test=outcome.section["test"])
         trainer.model = outcome.model    # the doctor's facts (suspects, confusion) are about the returned model
+    if recipe.calibrate == "temperature":     # T fitted on the validation split; the test metrics are the scaled model's
+        before = _calibration(trainer.model, seen, setup, setup.settings.eval_batch_size)
+        trainer.model = temperature_scale(trainer, seen, metrics, lambda m: evaluate_splits(trainer, seen, m))
+        metrics["temperature"]["reliability_before"] = before
     calibration = _calibration(trainer.model, seen, setup, setup.settings.eval_batch_size)
     if calibration is not None:
         metrics["calibration"] = calibration

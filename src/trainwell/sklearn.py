@@ -35,6 +35,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .calibration import TemperatureScaled
 from .errors import TrainwellError
 
 # Recipe keys the estimator sets itself from its arguments and the data it is given.
@@ -174,7 +175,12 @@ class _TrainwellEstimator(BaseEstimator):
             raise EstimatorInputError(str(exc)) from None
         prepared = run.extras["data"]
         schema = data_schema(prepared.dataset, run.extras["trainer"].setup.loss_kind)
-        self.model_ = Loaded(run.path, run.recipe, run.model, prepared.normalizer, prepared.impute_values, schema)
+        net, temperature = run.model, None
+        if isinstance(net, TemperatureScaled):       # calibrate = "temperature": the network and its T
+            net, temperature = net.net, net.temperature
+        self.model_ = Loaded(run.path, run.recipe, net, prepared.normalizer, prepared.impute_values, schema,
+                             temperature)
+        self.temperature_ = temperature
         self._predictor = _float64(self.model_)
         self.recipe_ = run.recipe
         self.history_ = run.history
@@ -257,7 +263,7 @@ def _pack(model) -> dict[str, Any]:
     if model.impute_values is not None:
         stats = {**stats, "impute.values": model.impute_values}
     return {"weights": [_tensor_bytes(m.state_dict()) for m in members], "ensemble": isinstance(model.net, Ensemble),
-            "statistics": _tensor_bytes(stats), "schema": model.schema}
+            "statistics": _tensor_bytes(stats), "schema": model.schema, "temperature": model.temperature}
 
 
 def _unpack(packed: dict[str, Any], recipe):
@@ -272,7 +278,7 @@ def _unpack(packed: dict[str, Any], recipe):
     impute = stats.pop("impute.values", None)
     normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)
     normalizer.load_state_dict(stats)
-    return Loaded(None, recipe, net, normalizer, impute, schema)
+    return Loaded(None, recipe, net, normalizer, impute, schema, packed.get("temperature"))
 
 
 def _has_probabilities(est: TrainwellClassifier) -> bool:
@@ -314,7 +320,8 @@ class TrainwellClassifier(ClassifierMixin, _TrainwellEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """The network's outputs: the logit of the second class (binary), else one column per class (logits;
-        log-probabilities with loss nll; scores with loss hinge)."""
+        log-probabilities with loss nll; scores with loss hinge); divided by the fitted temperature with
+        calibrate="temperature" (`temperature_`), so that predict_proba is their softmax / sigmoid."""
         out = self._outputs(X).numpy()
         return out[:, 0] if out.shape[1] == 1 else out
 
