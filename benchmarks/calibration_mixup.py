@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 import torch
-from calibration_smoothing import OVER_CONFIDENT, table, temperature
+from calibration_smoothing import OVER_CONFIDENT, record, table
 from sklearn.datasets import load_digits
 
 import trainwell as tw
@@ -84,12 +84,7 @@ def main() -> None:
             figures = {"accuracy": float((probs.argmax(1) == target).float().mean()),
                        "nll": log_loss(probs, target), "ece": expected_calibration_error(probs, target),
                        "memorised": float((train_pred[flipped] == noisy[train][flipped]).mean())}
-            row = scores.setdefault(name, {})
-            for c in COLUMNS:
-                row.setdefault(c, []).append(figures[c])
-            row.setdefault("T", []).extend(temperature(run))
-            print(f"seed {seed} {name:>20}: " + "  ".join(f"{c} {figures[c]:.4f}" for c in COLUMNS)
-                  + (f"  T {temperature(run)[0]:.3f}" if temperature(run) else ""), flush=True)
+            record(scores, name, seed, figures, run, COLUMNS)
     print(f"\ndigits, {args.noise:.0%} of the labels flipped, {args.epochs} epochs, {args.seeds} seeds, clean test "
           f"labels ({time.time() - start:.0f} s):\n")
     print(table(scores, (*COLUMNS, "T")))

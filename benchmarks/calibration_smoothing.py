@@ -58,6 +58,17 @@ def temperature(run: Any) -> list[float]:
     return [section["temperature"]] if section else []
 
 
+def record(scores: dict[str, dict[str, list[float]]], name: str, seed: int, figures: dict[str, float], run: Any,
+           columns: tuple[str, ...]) -> None:
+    """One contender's figures of one seed (and its fitted T) kept in `scores`, and printed."""
+    row = scores.setdefault(name, {})
+    for c in columns:
+        row.setdefault(c, []).append(figures[c])
+    row.setdefault("T", []).extend(temperature(run))
+    print(f"seed {seed} {name:>20}: " + "  ".join(f"{c} {figures[c]:.4f}" for c in columns)
+          + (f"  T {temperature(run)[0]:.3f}" if temperature(run) else ""), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -69,12 +80,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for name, extra in CONTENDERS.items():
             run = tw.fit(out=False, quiet=True, seed=seed, **{**OVER_CONFIDENT, "train.epochs": args.epochs, **extra})
-            row = scores.setdefault(name, {})
-            for c in COLUMNS:
-                row.setdefault(c, []).append(run.metrics["test"][c])
-            row.setdefault("T", []).extend(temperature(run))
-            print(f"seed {seed} {name:>20}: " + "  ".join(f"{c} {run.metrics['test'][c]:.4f}" for c in COLUMNS)
-                  + (f"  T {temperature(run)[0]:.3f}" if temperature(run) else ""), flush=True)
+            record(scores, name, seed, run.metrics["test"], run, COLUMNS)
     print(f"\nteacher (1500 rows, 20 features), over-confident MLP, {args.epochs} epochs, {args.seeds} seeds, test split "
           f"({time.time() - start:.0f} s):\n")
     print(table(scores, (*COLUMNS, "T")))

@@ -82,6 +82,12 @@ class _TrainwellEstimator(BaseEstimator):
     _fit_task: str = "auto"
 
     # -- parameters ----------------------------------------------------------------------------
+    def _set(self, recipe, validation_fraction, out, quiet, params: dict[str, Any]) -> None:
+        """__init__'s arguments stored as they are given (scikit-learn validates nothing in __init__)."""
+        self.recipe, self.validation_fraction, self.out, self.quiet = recipe, validation_fraction, out, quiet
+        for key, value in params.items():
+            setattr(self, key, value)
+
     def _recipe_params(self) -> dict[str, Any]:
         """The recipe keys given as parameters: every public attribute that is neither an explicit
         argument nor a fitted one (those end with an underscore)."""
@@ -300,13 +306,8 @@ class TrainwellClassifier(ClassifierMixin, _TrainwellEstimator):
 
     def __init__(self, recipe=None, *, validation_fraction: float = 0.2, stratify: bool = True,
                  out=None, quiet: bool = True, **params: Any) -> None:
-        self.recipe = recipe
-        self.validation_fraction = validation_fraction
         self.stratify = stratify
-        self.out = out
-        self.quiet = quiet
-        for key, value in params.items():
-            setattr(self, key, value)
+        self._set(recipe, validation_fraction, out, quiet, params)
 
     def fit(self, X, y, sample_weight=None) -> TrainwellClassifier:
         X, y = self._check_X(X, reset=True, y="required" if y is None else y)
@@ -358,12 +359,7 @@ class TrainwellRegressor(RegressorMixin, _TrainwellEstimator):
 
     def __init__(self, recipe=None, *, validation_fraction: float = 0.2, out=None, quiet: bool = True,
                  **params: Any) -> None:
-        self.recipe = recipe
-        self.validation_fraction = validation_fraction
-        self.out = out
-        self.quiet = quiet
-        for key, value in params.items():
-            setattr(self, key, value)
+        self._set(recipe, validation_fraction, out, quiet, params)
 
     def fit(self, X, y, sample_weight=None) -> TrainwellRegressor:
         X, y = self._check_X(X, reset=True, y="required" if y is None else y)
