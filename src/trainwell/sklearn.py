@@ -168,8 +168,9 @@ class _TrainwellEstimator(BaseEstimator):
                 f"sample_weight: {type(self).__name__} does not weight rows (trainwell's losses average over "
                 "the batch); leave it out, or balance classes with loss__class_weight=\"balanced\" / "
                 "train__sampler=\"balanced\"")
-        from .api import data_schema, fit
+        from .api import fit
         from .predict import Loaded
+        from .prepare import data_schema
 
         recipe = _fit_batch(self.resolved_recipe(), y if self._task != "regression" else None, len(y))
         try:
