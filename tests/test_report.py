@@ -30,6 +30,10 @@ def test_report_is_self_contained(broken_run):
     for rule in ("identical_units", "dead_relus"):
         assert f'data-rule="{rule}"' in page
     assert 'init.weights = "zeros"' not in page and 'weights = &quot;zeros&quot;' in page   # recipe, escaped
+    # digits is a bundled set: the synthetic-data keys are folded away, with the reason, the rest is shown
+    shown, folded = page.split("<pre id='recipe'>")[1].split("<details id='recipe-unused'>")
+    assert "n_samples = 1000" not in shown and "n_samples = 1000" in folded and "synthetic sources only" in folded
+    assert "epochs = 3" in shown and "epochs = 3" not in folded
 
 
 def test_report_command_rewrites_the_page(broken_run, capsys):

@@ -11,6 +11,7 @@ from typing import Any
 from ..rundir import RECIPE, atomic_write_text
 from ..watch.doctor import Evidence, Finding, set_flags
 from .plots import FIGURES
+from .recipe_view import recipe_section
 
 REPORT = "report.html"
 
@@ -166,6 +167,7 @@ def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
         data = base64.b64encode(png).decode("ascii")
         figures.append(f'<figure id="fig-{key}"><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
                        f"<figcaption>{_e(caption)}</figcaption></figure>")
+    image = len(ev.facts.get("data", {}).get("shape") or []) > 1
     title = _e(ev.recipe.get("name") or ev.facts.get("data", {}).get("name") or "run")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>trainwell report: {title}</title>'
             f"<style>{_CSS}</style></head><body>"
@@ -175,7 +177,7 @@ def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
             f"<h2>Figures</h2>{''.join(figures) or '<p>No history to plot.</p>'}"
             f"<h2>Data</h2>{data_section(ev.facts)}"
             f"{suspects_section(ev.facts)}"
-            f"<h2>Recipe</h2><pre id='recipe'>{_e(recipe_toml)}</pre>"
+            f"<h2>Recipe</h2>{recipe_section(recipe_toml, ev.task, image)}"
             "</body></html>\n")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from ..figures import plt, render
 from ..watch.doctor import Evidence
 
@@ -39,27 +41,68 @@ def _mark_epochs(ax, ev: Evidence) -> None:
         ax.axvline(stop, color="grey", ls=":", lw=1, label=f"stop epoch {stop}")
 
 
+# Widest figure drawn at its own size: the report's column (max-width 1100 px) at 100 dpi, less a margin.
+MAX_WIDTH_IN = 10.8
+
+
+def _focus(ax, series: list[tuple[list[int], list[float]]]) -> None:
+    """y-limits from the epochs that matter, with a margin. The range of the last three quarters of
+    the epochs, widened by itself on each side, is the band; the leading epochs outside it (an epoch-1
+    accuracy of 0.4 before 0.97 .. 0.995) are left off the axis, and the x label says which and how
+    far, so the differences near 1.0 are not squashed. Nothing is left off otherwise."""
+    epochs = sorted({e for x, _ in series for e in x})
+    if len(epochs) < 4:
+        return
+    cutoff = epochs[max(1, len(epochs) // 4)]
+    points = [(e, v) for x, y in series for e, v in zip(x, y)]
+    settled = [v for e, v in points if e >= cutoff]
+    lo, hi = min(settled), max(settled)
+    band = (lo - (hi - lo), hi + (hi - lo))
+    start = next(e for e in epochs if e >= cutoff or all(band[0] <= v <= band[1] for t, v in points if t == e))
+    off, kept = [p for p in points if p[0] < start], [v for e, v in points if e >= start]
+    if not off:
+        return
+    lo, hi = min(kept), max(kept)
+    margin = 0.1 * (hi - lo) or 0.01 * max(abs(hi), 1e-3)
+    ax.set_ylim(lo - margin, hi + margin)
+    which = f"epoch {epochs[0]}" if start == epochs[1] else f"epochs {epochs[0]}-{max(e for e, _ in off)}"
+    below, above = [v for _, v in off if v < lo], [v for _, v in off if v > hi]
+    ends = ([f"lowest {min(below):.3g}"] if below else []) + ([f"highest {max(above):.3g}"] if above else [])
+    ax.set_xlabel(f"epoch\n{which} off the axis:\n{', '.join(ends)}")
+
+
 def curves(ev: Evidence) -> bytes | None:
-    """Loss and each metric, train vs validation, with the best and stop epochs marked."""
+    """Loss and each metric, train vs validation, with the best and stop epochs marked; at most four
+    panels a row, so the labels keep their size on the page."""
     names = ["loss"] + [c[len("train_"):] for c in (ev.history[0] if ev.history else {})
                         if c.startswith("train_") and c != "train_loss"]
     names = [n for n in names if _series(ev, f"train_{n}")[0]]
     if not names:
         return None
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = len(names) if len(names) <= 4 else 3
+    rows = -(-len(names) // cols)
+    side = min(4.2, MAX_WIDTH_IN / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.remove()
+    for ax, name in zip(axes.flat, names):
+        drawn = []
         for split, colour in (("train", TRAIN), ("val", VAL)):
             x, y = _series(ev, f"{split}_{name}")
             if x:
                 ax.plot(x, y, color=colour, label=split, marker="." if len(x) < 30 else None)
+                drawn.append((x, y))
         if name == "loss":
             _log_if_wide(ax, _series(ev, "train_loss")[1] + _series(ev, "val_loss")[1])
+        ax.set_xlabel("epoch")
+        if name != "loss":
+            _focus(ax, drawn)
         _mark_epochs(ax, ev)
         scaled = ev.metrics.get("target_normalize")
         ax.set_title(f"loss (on {scaled}-scaled targets)" if name == "loss" and scaled else name)
-        ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -113,8 +156,8 @@ def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
         return None
     picks = sorted({0, len(epochs) // 2, len(epochs) - 1})[:max_rows]
     rows = [epochs[i] for i in picks]
-    fig, axes = plt.subplots(len(rows), len(layers), figsize=(2.3 * len(layers) + 0.5, 1.9 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(layers), figsize=(min(2.3 * len(layers) + 0.5, MAX_WIDTH_IN),
+                                                              2.1 * len(rows)), squeeze=False)
     for r, rec in enumerate(rows):
         for c, layer in enumerate(layers):
             ax = axes[r][c]
@@ -129,10 +172,11 @@ def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
                 if rest and max(h["counts"]) > 5 * rest:
                     # ReLU's spike at zero would flatten the rest of the histogram: clip it, say so.
                     ax.set_ylim(0, rest * 1.3)
-                    ax.text(0.98, 0.9, f"peak {max(h['counts']) / sum(h['counts']):.0%} (clipped)", fontsize=6,
+                    ax.text(0.98, 0.9, f"peak {max(h['counts']) / sum(h['counts']):.0%} (clipped)", fontsize=7,
                             ha="right", transform=ax.transAxes)
-                ax.set_title(f"{layer}  mean {stats['mean']:.2f} std {stats['std']:.2f}", fontsize=7)
-            ax.tick_params(labelsize=6)
+                ax.set_title(f"{layer}\nmean {stats['mean']:.2f} std {stats['std']:.2f}", fontsize=8)
+            ax.tick_params(labelsize=7.5)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(f"epoch {rec['epoch']}", fontsize=8)
