@@ -24,7 +24,7 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(n=st.integers(2, 300), d=st.integers(1, 300), scale=st.sampled_from([1e-3, 1.0, 1e3]),
        seed=st.integers(0, 2**16))
 def test_column_moments_equal_the_whole_matrix_float64_moments_bit_for_bit(n, d, scale, seed):
@@ -33,6 +33,19 @@ def test_column_moments_equal_the_whole_matrix_float64_moments_bit_for_bit(n, d,
     mean, std = column_moments(x)
     assert torch.equal(mean, x.double().mean(0))
     assert torch.equal(std, x.double().std(0, unbiased=False))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,d", [(9, 129), (1797, 64), (5, 65), (300, 1), (40, 784)])
+def test_column_moments_at_widths_with_a_narrow_last_block(n, d, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(n, d, generator=torch.Generator().manual_seed(d)) * 3 + 1
+        mean, std = column_moments(x)
+        assert torch.equal(mean, x.double().mean(0)) and torch.equal(std, x.double().std(0, unbiased=False))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_column_moments_keep_the_row_shape():

@@ -11,7 +11,7 @@ import torch
 from .whiten import PCAWhiten, ZCAWhiten
 
 # Columns per float64 block of column_moments: a multiple of the widest vector (8 doubles), which keeps
-# each column's sums the ones of the whole matrix, bit for bit (tests/test_memory.py).
+# each column's sums the ones of the whole matrix, bit for bit (tests/test_memory.py, 1 and 2 threads).
 MOMENT_BLOCK = 64
 
 
@@ -20,11 +20,15 @@ def column_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     row: equal to `x.double().mean(0)` and `.std(0, unbiased=False)` while holding a float64 copy of
     only MOMENT_BLOCK columns at a time."""
     flat = x.reshape(len(x), -1)
+    width = flat.shape[1]
     means, stds = [], []
-    for j in range(0, flat.shape[1], MOMENT_BLOCK):
-        block = flat[:, j:j + MOMENT_BLOCK].double()
-        means.append(block.mean(0))
-        stds.append(block.std(0, unbiased=False))
+    for j in range(0, width, MOMENT_BLOCK):
+        # The last block reaches back to a full MOMENT_BLOCK columns: a narrow one (a single column) is
+        # reduced by another kernel, whose float64 sums differ in the last bit.
+        start = max(0, min(j, width - MOMENT_BLOCK))
+        block = flat[:, start:j + MOMENT_BLOCK].double()
+        means.append(block.mean(0)[j - start:])
+        stds.append(block.std(0, unbiased=False)[j - start:])
     shape = x.shape[1:]
     return torch.cat(means).reshape(shape), torch.cat(stds).reshape(shape)
 

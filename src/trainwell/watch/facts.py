@@ -57,7 +57,7 @@ def feature_scales(x: torch.Tensor, names: tuple[str, ...] = ()) -> dict[str, An
 
 def _with_targets(keys: list[bytes], y: np.ndarray | None) -> list[bytes]:
     """Row keys (data/checks.row_keys), each followed by its row's target when targets are given."""
-    if y is None:
+    if y is None or len(keys) == 0:
         return keys
     ys = np.ascontiguousarray(np.asarray(y).reshape(len(y), -1))
     return [k + b"|" + t.tobytes() for k, t in zip(keys, ys)]
