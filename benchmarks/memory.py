@@ -111,7 +111,7 @@ def main() -> None:
                                                       str(args.epochs)],
                       "trainwell fit": lambda k: [*fit, "--out", os.path.join(d, f"run{k}")]}
         if args.no_watch:
-            contenders["trainwell fit, no watch"] = lambda k: [*fit, "--set", "watch.enabled=false", "--out",
+            contenders["trainwell fit, no watch"] = lambda k: [*fit, "--set", "watch.probes=false", "--set", "watch.doctor=false", "--set", "watch.report=false", "--out",
                                                                 os.path.join(d, f"nowatch{k}")]
         peaks: dict[str, list[float]] = {name: [] for name in contenders}
         for k in range(args.repeats):
