@@ -242,6 +242,47 @@ def test_old_averaging_keys_read_as_the_tagged_choice_with_one_deprecation_line(
     assert f'kind = "{new["kind"]}"' in line and "deprecated" in line
 
 
+@pytest.mark.parametrize("old_space, extra, new_kind, new_space", [
+    ({"train.ema_decay": {"uniform": [0.9, 0.99]}}, {}, "ema", {"train.average.decay": {"uniform": [0.9, 0.99]}}),
+    ({"train": {"swa": {"lr": {"log_uniform": [1e-3, 1e-1]}, "start_epoch": {"int": [2, 3]}}}}, {}, "swa",
+     {"train.average.lr": {"log_uniform": [1e-3, 1e-1]}, "train.average.start_epoch": {"int": [2, 3]}}),
+    ({"train.snapshots": {"choice": [2, 3]}, "optimizer.lr": {"log_uniform": [1e-3, 1e-1]}},
+     {"schedule.kind": "cosine_restarts", "schedule.cycle_epochs": 2, "train.epochs": 6}, "snapshots",
+     {"train.average.count": {"choice": [2, 3]}, "optimizer.lr": {"log_uniform": [1e-3, 1e-1]}}),
+    ({"train.ensemble.members": {"int": [2, 4]}}, {}, "ensemble", {"train.average.members": {"int": [2, 4]}}),
+], ids=["ema", "swa-nested", "snapshots", "ensemble"])
+def test_a_search_space_naming_old_averaging_keys_searches_the_new_ones(old_space, extra, new_kind, new_space):
+    """The space's old keys are read as [train.average] keys, with the kind they switched on, and one
+    deprecation line like a recipe's; the recipe equals the one written in the new form."""
+    with pytest.warns(tw.RecipeDeprecation) as seen:
+        got = load_recipe(None, {**extra, "search": {"space": old_space}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        want = load_recipe(None, {**extra, "train.average": {"kind": new_kind}, "search": {"space": new_space}})
+    assert got == want and got.train.average.kind == new_kind
+    assert len(seen) == 1
+    line = str(seen[0].message)
+    assert "\n" not in line and "deprecated" in line and f'[train.average] kind = "{new_kind}"' in line
+    for key in new_space:
+        if key.startswith("train."):
+            assert f"search.space.{key}" in line
+
+
+def test_old_space_keys_keep_a_given_kind_of_their_own_and_refuse_another():
+    space = {"search": {"space": {"train.ema_decay": {"uniform": [0.9, 0.99]}}}}
+    with pytest.warns(tw.RecipeDeprecation):
+        same = load_recipe(None, {**space, "train.average": {"kind": "ema", "decay": 0.95}})
+    assert same.train.average.decay == 0.95 and set(same.search.space) == {"train.average.decay"}
+    with pytest.raises(tw.RecipeError) as err:
+        load_recipe(None, {**space, "train.average": {"kind": "swa"}})
+    assert str(err.value).count("\n") == 0
+    assert "search.space.train.ema_decay: cannot be combined with train.average.kind = 'swa'" in str(err.value)
+    with pytest.raises(tw.RecipeError, match="search.space.train.swa.lr: cannot be combined with "
+                                             "search.space.train.ema_decay"):
+        load_recipe(None, {"search": {"space": {"train.ema_decay": {"uniform": [0.9, 0.99]},
+                                                "train.swa.lr": {"uniform": [0.01, 0.1]}}}})
+
+
 def test_an_older_run_folders_resolved_recipe_still_loads(tmp_path):
     """A recipe.toml written before [train.average]: every old key present at its default."""
     raw = load_recipe(None).to_dict()

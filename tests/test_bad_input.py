@@ -363,6 +363,46 @@ def test_a_failed_run_does_not_block_a_rerun(tmp_path):
     assert (run.path / "metrics.json").exists() and len(run.history) == 2
 
 
+def _free(run_dir: Path) -> bool:
+    """Whether nothing holds the run folder's flock (a second open file takes it, even in this process)."""
+    import fcntl
+
+    fd = os.open(run_dir / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+@pytest.mark.parametrize("where", ["before training", "after training"])
+def test_a_run_that_fails_outside_the_loop_leaves_its_folder_free(tmp_path, monkeypatch, where):
+    """The lock is released however fit ends: a warning made an error before training, a failed
+    report/doctor step after it (in a notebook the process lives on and reruns in the folder)."""
+    import warnings
+
+    from trainwell.watch.session import WatchSession
+
+    over = {"data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 1,
+            "watch.probes": False, "watch.doctor": False, "watch.report": False}
+    if where == "after training":
+        def broken(self, *args, **kwargs):
+            raise RuntimeError("the report failed")
+        monkeypatch.setattr(WatchSession, "finish", broken)
+        with pytest.raises(RuntimeError, match="the report failed"):
+            tw.fit(out=tmp_path / "r", quiet=True, **over)
+    else:
+        x = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+        y = np.array([0] * 90 + [1] * 10)          # class imbalance: a DataWarning, here an error
+        with warnings.catch_warnings(), pytest.raises(UserWarning, match="imbalance"):
+            warnings.simplefilter("error")
+            tw.fit(out=tmp_path / "r", quiet=True, data=(x, y), **over)
+    assert _free(tmp_path / "r")
+
+
 def test_a_second_process_resuming_a_run_in_use_is_refused(world):
     """This test process holds the run's lock, as a training or resuming process would; a real
     `trainwell resume` subprocess must refuse, one line, exit 2, the folder untouched."""

@@ -2,9 +2,9 @@
 
 import torch
 
-from trainwell.api import prepare_data
 from trainwell.build import build
 from trainwell.loop import Trainer
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 
 ALL = {"data.source": "moons", "data.n_samples": 200, "model.hidden": [16], "train.batch_size": 32,
@@ -13,10 +13,16 @@ ALL = {"data.source": "moons", "data.n_samples": 200, "model.hidden": [16], "tra
 
 
 class CountRows:
-    """A component the loop does not know: its state is the number of epochs it was shown."""
+    """A component the loop does not know: its state is the number of epochs it was shown, and it stops
+    the run after `stop_after` of them."""
 
-    def __init__(self):
-        self.seen = 0
+    def __init__(self, stop_after=None):
+        self.seen, self.stop_after, self.rows = 0, stop_after, []
+
+    def after_epoch(self, epoch, row):
+        self.seen += 1
+        self.rows.append((epoch, row["val_loss"]))
+        return "enough epochs" if self.seen == self.stop_after else None
 
     def state_dict(self):
         return {"seen": self.seen}
@@ -56,3 +62,14 @@ def test_a_new_component_is_saved_and_restored_without_editing_the_loop():
     restored = CountRows()
     _trainer(recipe, restored).load_state_dict(tensors, meta)
     assert restored.seen == 7
+
+
+def test_a_new_component_decides_after_each_epoch_without_editing_the_loop():
+    """The loop hands every healthy epoch's row to each component; its stop reason ends the run."""
+    recipe = load_recipe(None, {**ALL, "train.epochs": 5, "stopping.enabled": False})
+    counter = CountRows(stop_after=2)
+    trainer = _trainer(recipe, counter)
+    state = trainer.fit()
+    assert counter.rows == [(r["epoch"], r["val_loss"]) for r in state.history] and len(state.history) == 2
+    assert (state.stop_reason, state.stopped_epoch) == ("enough epochs", 2)
+

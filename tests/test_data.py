@@ -6,11 +6,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainwell.api import prepare_data
 from trainwell.data.normalize import MinMax, Standardize
 from trainwell.data.sources import BUNDLED, SYNTHETIC, infer_task, load_source
 from trainwell.data.split import make_splits
 from trainwell.errors import DataError
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 
 

@@ -85,3 +85,39 @@ def test_detection_reads_the_device_only_at_boundaries(tmp_path, monkeypatch):
     inside = [(e, b) for e in range(3) for b in range(1, batches) if (e * batches + b) % 2 == 0]
     assert run.metrics["stop_reason"] == "finished" and run.extras["trainer"].state.step == 3 * batches
     assert len(calls) == 3 + len(inside)          # epoch ends + mid-epoch checkpoints, not 3 * batches
+
+
+class _Poison(loop.Callback):
+    """NaN in the weights after the first step of epoch `at` (1-based), `times` times: the first
+    rollback goes back to the end of epoch at - 1, the second (in the careful replay) one state further."""
+
+    def __init__(self, at: int, times: int):
+        self.at, self.left = at, times
+
+    def step_end(self, trainer):
+        if self.left and trainer.state.step == (self.at - 1) * trainer.setup.steps_per_epoch + 1:
+            self.left -= 1
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_after_a_rollback_the_best_checkpoint_holds_an_epoch_that_was_kept(tmp_path):
+    """Epoch 3 improves and is saved as best; a rollback that goes back to epoch 2 discards it, and the
+    frozen replay (LR x 1e-12) never beats epoch 2 again. best.safetensors must hold the best epoch
+    the run kept (the one metrics.json names and the run returns), not the discarded epoch 3."""
+    over = {"data.source": "moons", "data.n_samples": 400, "model.hidden": [16], "optimizer.lr": 0.01,
+            "train.epochs": 5, "stopping.enabled": False, "stopping.min_delta": 1e-3,
+            "watch.on_nan": "rollback", "watch.nan_lr_factor": 1e-6, "watch.probes": False,
+            "watch.doctor": False, "watch.report": False}
+    run = tw.fit(out=tmp_path / "run", quiet=True, callbacks=[_Poison(at=4, times=2)], **over)
+    rollbacks = [e for e in run.metrics["nan_events"] if e["action"] == "rollback"]
+    steps = run.extras["trainer"].setup.steps_per_epoch
+    assert [e["to_step"] for e in rollbacks] == [3 * steps, 2 * steps]      # the second went one further back
+    assert [r["val_loss"] for r in run.history[:2]] == sorted([r["val_loss"] for r in run.history[:2]],
+                                                              reverse=True)
+    tensors, meta = ckpt.load_checkpoint(run.path / "checkpoints" / "best.safetensors")
+    assert meta["epoch"] == run.metrics["best_epoch"] <= 2
+    assert meta["value"] == pytest.approx(run.history[meta["epoch"] - 1]["val_loss"])
+    returned = run.extras["trainer"].best_state
+    assert all(torch.equal(tensors[f"model.{k}"], v) for k, v in returned.items())
+    assert tw.predict(run.path, run.extras["data"].test.x.numpy()).shape[0] == len(run.extras["data"].test.x)

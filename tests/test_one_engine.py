@@ -7,9 +7,9 @@ import torch
 
 import trainwell as tw
 from trainwell import step
-from trainwell.api import prepare_data
 from trainwell.build import build
 from trainwell.labs.lr_range import range_test
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 from trainwell.watch.overfit_batch import overfit_batch
 

@@ -16,10 +16,10 @@ from torch import nn
 import trainwell as tw
 from trainwell import checkpoint as ckpt
 from trainwell import precision, runstate, step
-from trainwell.api import prepare_data
 from trainwell.build import build
 from trainwell.cli import main
 from trainwell.errors import RecipeError
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 
 QUIET = {"watch.doctor": False, "watch.report": False, "train.threads": 1}

@@ -16,11 +16,11 @@ from crash import crash_at_step as _crash_at_step
 import trainwell as tw
 from trainwell import checkpoint as ckpt
 from trainwell import recipe as R
-from trainwell.api import prepare_data
 from trainwell.build import build
 from trainwell.data.normalize import NORMALIZERS, make_normalizer
 from trainwell.init import init_model_
 from trainwell.models import MODELS, build_model
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 from trainwell.recipe_errors import section_members
 from trainwell.rundir import read_history

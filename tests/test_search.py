@@ -11,8 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 import trainwell as tw
-from trainwell.api import prepare_data
 from trainwell.errors import TestSplitLocked
+from trainwell.prepare import prepare_data
 from trainwell.search.protocol import fit_protocol
 from trainwell.search.study import open_study, work
 

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from trainwell.api import fit, prepare_data
+from trainwell.api import fit
 from trainwell.build import build_network
+from trainwell.prepare import prepare_data
 from trainwell.recipe import load_recipe
 from trainwell.watch.probes import ProbeCallback, activation_stats, row_spread
 
@@ -71,10 +72,10 @@ def test_update_ratio_and_grad_norm_match_a_plain_sgd_step(tiny):
 
 def test_grad_norm_is_the_weight_gradient_of_the_probed_batch():
     # Oracle: torch autograd on the same batch with the same weights.
-    from trainwell.api import Prepared
     from trainwell.build import build
     from trainwell.data.sources import make_dataset
     from trainwell.loop import SplitTensors, Trainer
+    from trainwell.prepare import Prepared
 
     recipe = load_recipe(None, {"data.source": "moons", "data.n_samples": 100, "model.hidden": [8],
                                 "model.norm": "none", "model.dropout": 0.0, "train.epochs": 1,

@@ -71,7 +71,6 @@ class Settings:
     eval_batch_size: int
     sampler: str                      # "shuffle", or "balanced": rows drawn with replacement, classes equally likely
     monitor: str                      # the best epoch's (and early stopping's) history column
-    plateau_monitor: str | None       # reduce_on_plateau's column, when that schedule is used
     restore_best: bool
     save_best: bool
     save_last: bool
@@ -109,6 +108,20 @@ class Setup:
     forward: Any = None               # the compiled training forward (train.compile), else None: the model
 
 
+def pick_device(name: str) -> torch.device:
+    """train.device: "auto" picks CUDA, then MPS, then the CPU; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(["train.device: got 'cuda', but no CUDA device is available; use \"auto\" or \"cpu\""])
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RecipeError(["train.device: got 'mps', but MPS is not available; use \"auto\" or \"cpu\""])
+    return torch.device(name)
+
+
 def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = None, train=None) -> Setup:
     """The Setup of `recipe` on `prepared` data (train: other training rows, e.g. a bagging member's)."""
     ds = prepared.dataset
@@ -134,8 +147,8 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
     t = recipe.train
     batches = len(train) // t.batch_size if t.drop_last else math.ceil(len(train) / t.batch_size)
     spe = max(1, batches // t.accumulate)
-    components = build_components(recipe)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    components = build_components(recipe, base_lrs[0])
     precision = Precision(t.precision, device.type)
     return Setup(
         model=net, loss_fn=loss_fn, loss_kind=loss_kind, optimizer=optimizer,
@@ -153,8 +166,7 @@ def settings(recipe) -> Settings:
     t, s, c = recipe.train, recipe.stopping, recipe.checkpoint
     return Settings(epochs=t.epochs, batch_size=t.batch_size, accumulate=t.accumulate, drop_last=t.drop_last,
                     eval_batch_size=t.eval_batch_size, sampler=t.sampler, monitor=s.monitor,
-                    plateau_monitor=recipe.schedule.monitor if recipe.schedule.kind == "reduce_on_plateau"
-                    else None, restore_best=s.restore_best, save_best=c.best, save_last=c.last,
+                    restore_best=s.restore_best, save_best=c.best, save_last=c.last,
                     every_steps=c.every_steps, every_minutes=c.every_minutes, record=recipe.to_dict())
 
 
@@ -283,18 +295,20 @@ def transforms(t, optimizer: torch.optim.Optimizer) -> tuple[Transform, ...]:
 
 
 # ------------------------------------------------------------------------------ stateful deciders and the LR
-def build_components(recipe) -> dict[str, Any]:
-    """The run's stateful deciders, by the name they are saved under in every checkpoint."""
+def build_components(recipe, base_lr: float) -> dict[str, Any]:
+    """The run's stateful deciders, by the name they are saved under in every checkpoint. After each
+    healthy epoch the loop hands its history row to each one's `after_epoch(epoch, row)`, which may
+    return a stop reason; `state_dict` / `load_state_dict` are the resume's."""
     s = recipe.stopping
     out: dict[str, Any] = {
         # The best-epoch monitor also decides the "best" checkpoint when early stopping is off.
-        "monitor": EarlyStopping.from_section(s.model_copy(update={"patience": 10**9})),
+        "monitor": EarlyStopping.from_section(s.model_copy(update={"patience": 10**9}), stops=False),
         "guard": NonFiniteGuard.from_section(recipe.watch),
     }
     if s.enabled:
         out["stopper"] = EarlyStopping.from_section(s)
     if recipe.schedule.kind == "reduce_on_plateau":
-        out["plateau"] = Plateau(recipe.schedule)
+        out["plateau"] = Plateau(recipe.schedule, base_lr)
     return out
 
 

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import checkpoint as ckpt
+from .build import pick_device
 from .errors import Interrupted, RecipeError, RunDirError
 from .loop import Trainer
 from .runstate import _np_state, _py_state, _set_np_state, _set_py_state
@@ -95,17 +96,19 @@ def init_worker(world: World, backend: str, device: str) -> None:
         "TRAINWELL_DIST_TIMEOUT_MINUTES", "10"))))
 
 
-def finish() -> None:
-    """Leave the process group: after training, rank 0 concludes alone (test split, report)."""
+def finish(world: World | None) -> bool:
+    """After training: leave the process group, and whether this process concludes the run (the test
+    split, metrics, report): one process, or rank 0 alone."""
+    if world is None:
+        return True
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    return world.main
 
 
 # ------------------------------------------------------------------------------ checks before a launch
 def check_launch(recipe, nproc: int, backend: str) -> str:
     """Bad input that needs no data, refused before any worker starts (so nothing is written)."""
-    from .api import pick_device
-
     t = recipe.train
     device = pick_device(t.device)
     if nproc > t.batch_size:

@@ -326,20 +326,16 @@ class Trainer:
             self._interrupt()
 
     def _decide(self, row: dict[str, Any]) -> None:
-        """Plateau, best epoch and early stopping: each reads the recorded row."""
-        st, c = self.state, self.setup.components
-        if "plateau" in c:
-            c["plateau"].update(_monitored(row, self.settings.plateau_monitor, "schedule.monitor"),
-                                self.setup.base_lrs[0])
+        """Each component reads the recorded row (plateau, best epoch, early stopping: build.py's
+        `build_components`); a stop reason stops the run. Then the LR and the best weights follow."""
+        st = self.state
+        for component in self.setup.components.values():
+            reason = component.after_epoch(st.epoch, row) if hasattr(component, "after_epoch") else None
+            if reason is not None and st.stop_reason is None:
+                st.stop_reason, st.stopped_epoch = str(reason), st.epoch
         self.apply_lr()
-        value = _monitored(row, self.settings.monitor, "stopping.monitor")
-        c["monitor"].update(st.epoch, value)
-        if c["monitor"].improved:
+        if self.setup.components["monitor"].improved:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if "stopper" in c:
-            stop, reason = c["stopper"].update(st.epoch, value)
-            if stop:
-                st.stop_reason, st.stopped_epoch = reason.value, st.epoch
 
     @property
     def best_epoch_number(self) -> int:
@@ -350,13 +346,19 @@ class Trainer:
         return [t for t in self.model.state_dict().values() if t.is_floating_point()]
 
     def _rollback(self) -> None:
-        """Back to the guard's restore point with a smaller LR; the guard keeps its own record."""
+        """Back to the guard's restore point with a smaller LR; the guard keeps its own record. The best
+        checkpoint goes back too: it may hold an epoch after the restore point, which the run discards."""
         where = {"epoch": self.state.epoch + 1, "at_step": self.state.step}
         guard = self.guard.state_dict()
         self.load_state_dict(*ckpt.decode(self.guard.restore_point(), "the last good state"))
         self.guard.load_state_dict(guard)
         self.guard.rolled_back(**where, to_step=self.state.step)
         self.apply_lr()
+        if self.settings.save_best and self.run_dir is not None:
+            if self.best_state is None:         # back before any epoch: no best epoch yet
+                (self.run_dir / CHECKPOINTS / BEST).unlink(missing_ok=True)
+            else:
+                ckpt.write_files(self.run_dir / CHECKPOINTS, {BEST: self._best_checkpoint(self.best_state)})
 
     def _interrupt(self) -> NoReturn:
         """Ctrl-C / SIGTERM: save where the run is (if finite) and stop with exit code 130."""
@@ -413,11 +415,16 @@ class Trainer:
             if want_last:
                 files[LAST] = data
         if best and self.run_dir is not None:
-            files[BEST] = ckpt.encode({**ckpt.prefixed("model", self.model.state_dict()), **self.extra_tensors},
-                                      {"epoch": self.state.epoch, "monitor": self.settings.monitor,
-                                       "value": self.setup.components["monitor"].best}, BEST)
+            files[BEST] = self._best_checkpoint(self.model.state_dict())
         if files:
             ckpt.write_files(self.run_dir / CHECKPOINTS, files)
+
+    def _best_checkpoint(self, weights: dict[str, torch.Tensor]) -> bytes:
+        """best.safetensors: the best epoch's weights with the data statistics, and which epoch it is."""
+        monitor = self.setup.components["monitor"]
+        return ckpt.encode({**ckpt.prefixed("model", weights), **self.extra_tensors},
+                           {"epoch": monitor.best_epoch, "monitor": self.settings.monitor, "value": monitor.best},
+                           BEST)
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -431,9 +438,3 @@ def balanced_rows(labels: torch.Tensor, generator: torch.Generator) -> torch.Ten
     counts = torch.bincount(y).double()
     return torch.multinomial((1.0 / counts)[y], len(y), replacement=True, generator=generator)
 
-
-def _monitored(row: dict[str, Any], key: str, field_name: str) -> float:
-    if key not in row:
-        raise KeyError(f"{field_name}: got {key!r}, not a history column; columns: {', '.join(row)}")
-    value = row[key]
-    return float("nan") if value is None else float(value)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import RecipeDeprecation, RecipeError
 from .recipe_errors import KNOWN_DIRECTIONS, drop_unknown, format_errors, set_dotted, unknown_key_problems
 from .recipe_errors import field_keys as _keys
-from .search.space import SearchSection, space_problems
+from .search.space import SearchSection, flatten_space, space_problems
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "identity")
 
@@ -479,8 +479,8 @@ class TrainSection(Section):
                            "compiler is unavailable or fails.")
     average: Average = _field(NoAverage(kind="none"), "What the run returns: its own network, or an average of "
                               "weights or of networks, one kind at a time. The keys it replaced (train.ema_decay, "
-                              "train.swa.*, train.snapshots, train.ensemble.*) are still read, with a one-line "
-                              "deprecation warning.")
+                              "train.swa.*, train.snapshots, train.ensemble.*) are still read, also in search.space "
+                              "(searching the new keys), with a one-line deprecation warning.")
 
     @model_validator(mode="before")
     @classmethod
@@ -575,11 +575,13 @@ def _check_averaging(recipe: Recipe) -> None:
 def read_old_average_keys(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """A raw recipe with train.ema_decay / train.swa / train.snapshots / train.ensemble (the keys before
     [train.average]) rewritten as [train.average], and the one-line deprecation message (None when
-    there were none). Two of them switched on, or one with [train.average] also given, is refused."""
+    there were none). Two of them switched on, or one with [train.average] also given, is refused.
+    A search space that names them searches the new keys instead, with the kind they switched on."""
+    raw, space = _read_old_space_keys(raw)
     train = raw.get("train")
-    if not isinstance(train, dict) or not any(k in train for k in OLD_AVERAGE_KEYS):
+    if not space and (not isinstance(train, dict) or not any(k in train for k in OLD_AVERAGE_KEYS)):
         return raw, None
-    train = dict(train)
+    train = dict(train) if isinstance(train, dict) else {}
     old = {k: train.pop(k) for k in list(train) if k in OLD_AVERAGE_KEYS}
     table = lambda key: old.get(key) if isinstance(old.get(key), dict) else {}      # noqa: E731
     swa, ens = table("swa"), table("ensemble")
@@ -592,22 +594,53 @@ def read_old_average_keys(raw: dict[str, Any]) -> tuple[dict[str, Any], str | No
         on["train.swa.start_epoch"] = {"kind": "swa", **swa}
     if old.get("ema_decay"):
         on["train.ema_decay"] = {"kind": "ema", "decay": old["ema_decay"]}
-    names = ", ".join(f"train.{k}" for k in old)
-    if len(on) > 1:
-        first, second = list(on)[:2]
-        raise RecipeError([f"{second}: cannot be combined with {first}; a run averages one way at a time: "
-                           "set one [train.average] kind"])
+    switched = {**on, **{f"search.space.{k}": {"kind": kind} for k, (kind, _) in space.items()}}
+    kind = next(iter(switched.values()))["kind"] if switched else None
+    other = next((k for k, v in switched.items() if v["kind"] != kind), None)
+    if other is not None:
+        raise RecipeError([f"{other}: cannot be combined with {next(iter(switched))}; a run averages one way "
+                           "at a time: set one [train.average] kind"])
     given = train.get("average")
-    if on and isinstance(given, dict) and given.get("kind", "none") != "none":
-        raise RecipeError([f"{next(iter(on))}: cannot be combined with train.average.kind = "
-                           f"{given['kind']!r}; set [train.average] only"])
-    if on:
-        train["average"] = next(iter(on.values()))
+    given_kind = given.get("kind", "none") if isinstance(given, dict) else "none"
+    if switched and given_kind != "none" and (on or given_kind != kind):
+        raise RecipeError([f"{next(iter(switched))}: cannot be combined with train.average.kind = "
+                           f"{given_kind!r}; set [train.average] only"])
+    if switched and given_kind == "none":
+        train["average"] = next(iter(switched.values()))
     average = train.get("average") or {"kind": "none"}
     shown = ", ".join(f"{k} = {_toml_value(v)}" for k, v in average.items() if v is not None)
+    shown += "".join(f" and search.space.{new}" for _, new in space.values())
+    names = ", ".join([*(f"train.{k}" for k in old), *(f"search.space.{k}" for k in space)])
     message = (f"{names}: deprecated, read as [train.average] {shown}; write that instead "
                "(trainwell recipe prints the new form)")
     return {**raw, "train": train}, message
+
+
+def _read_old_space_keys(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """A raw recipe whose search space names the old averaging keys, with the space rewritten to the new
+    keys, and {old key: (the kind it switched on, the new key)} (empty when the space names none)."""
+    search = raw.get("search")
+    space = search.get("space") if isinstance(search, dict) else None
+    if not isinstance(space, dict):
+        return raw, {}
+    flat = flatten_space(space)
+    renamed = {k: _new_average_key(k) for k in flat}
+    renamed = {k: v for k, v in renamed.items() if v is not None}
+    if not renamed:
+        return raw, {}
+    new_space = {renamed[k][1] if k in renamed else k: v for k, v in flat.items()}
+    return {**raw, "search": {**search, "space": new_space}}, renamed
+
+
+def _new_average_key(key: str) -> tuple[str, str] | None:
+    """An old averaging key's (kind, key under [train.average]); None for any other key."""
+    parts = key.split(".")
+    if parts[0] != "train" or len(parts) < 2 or parts[1] not in OLD_AVERAGE_KEYS:
+        return None
+    if parts[1] in ("ema_decay", "snapshots"):
+        kind, leaf = ("ema", "decay") if parts[1] == "ema_decay" else ("snapshots", "count")
+        return (kind, f"train.average.{leaf}") if len(parts) == 2 else None
+    return (parts[1], f"train.average.{'.'.join(parts[2:])}") if len(parts) > 2 else None
 
 
 def _cycles(schedule: CosineRestartsSchedule, epochs: int) -> int:

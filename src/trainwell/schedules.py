@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 
+from .callbacks.early_stopping import monitored
+
 
 def _main_factor(s, step: int, spe: int, total: int, base_lr: float) -> float:
     kind = s.kind
@@ -100,8 +102,8 @@ def lr_factor(section, step: int, steps_per_epoch: int, total_steps: int, base_l
 class Plateau:
     """Reduce-on-plateau state, with PyTorch's semantics (threshold rel/abs, patience, cooldown)."""
 
-    def __init__(self, section) -> None:
-        self.s = section
+    def __init__(self, section, base_lr: float = 1.0) -> None:
+        self.s, self.base_lr = section, base_lr
         self.scale = 1.0
         self.best: float | None = None
         self.bad_epochs = 0
@@ -131,6 +133,11 @@ class Plateau:
             self.scale, self.cooldown, self.bad_epochs = new, self.s.cooldown, 0
             return reduced
         return False
+
+    def after_epoch(self, epoch: int, row: dict) -> None:
+        """The loop's component event: the epoch's history row; its schedule.monitor column is consumed
+        (the first parameter group's base LR sets the min_lr floor)."""
+        self.update(monitored(row, self.s.monitor, "schedule.monitor"), self.base_lr)
 
     def state_dict(self) -> dict:
         return {"scale": self.scale, "best": self.best, "bad_epochs": self.bad_epochs, "cooldown": self.cooldown}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from typing import Any
 
 
 class StopReason(StrEnum):
@@ -29,12 +30,14 @@ class StopReason(StrEnum):
 class EarlyStopping:
     def __init__(self, *, monitor: str, mode: str, patience: int, min_delta: float = 0.0,
                  baseline: float | None = None, start_from_epoch: int = 0, check_finite: bool = True,
-                 stopping_threshold: float | None = None, divergence_threshold: float | None = None):
+                 stopping_threshold: float | None = None, divergence_threshold: float | None = None,
+                 stops: bool = True):
         if mode not in ("min", "max"):
             raise ValueError(f"stopping.mode: got {mode!r}, must be 'min' or 'max'")
         self.monitor, self.mode, self.patience = monitor, mode, patience
         self.min_delta, self.baseline, self.start_from_epoch = abs(min_delta), baseline, start_from_epoch
         self.check_finite = check_finite
+        self.stops = stops             # False: a best-epoch monitor, which never stops the run
         self.stopping_threshold, self.divergence_threshold = stopping_threshold, divergence_threshold
         self.best: float | None = None
         self.best_epoch = 0
@@ -42,10 +45,17 @@ class EarlyStopping:
         self.improved = False          # whether the last update set a new best
 
     @classmethod
-    def from_section(cls, s) -> EarlyStopping:
+    def from_section(cls, s, stops: bool = True) -> EarlyStopping:
         return cls(monitor=s.monitor, mode=s.mode, patience=s.patience, min_delta=s.min_delta,
                    baseline=s.baseline, start_from_epoch=s.start_from_epoch, check_finite=s.check_finite,
-                   stopping_threshold=s.stopping_threshold, divergence_threshold=s.divergence_threshold)
+                   stopping_threshold=s.stopping_threshold, divergence_threshold=s.divergence_threshold,
+                   stops=stops)
+
+    def after_epoch(self, epoch: int, row: dict[str, Any]) -> StopReason | None:
+        """The loop's component event: epoch `epoch`'s history row, whose `monitor` column is consumed;
+        the reason when it stops the run."""
+        stop, reason = self.update(epoch, monitored(row, self.monitor, "stopping.monitor"))
+        return reason if stop and self.stops else None
 
     def _beats(self, value: float, reference: float | None) -> bool:
         if reference is None:
@@ -93,3 +103,11 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+def monitored(row: dict[str, Any], key: str, field_name: str) -> float:
+    """The value of history column `key` in `row` (None: NaN); a column the row lacks names `field_name`."""
+    if key not in row:
+        raise KeyError(f"{field_name}: got {key!r}, not a history column; columns: {', '.join(row)}")
+    value = row[key]
+    return float("nan") if value is None else float(value)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..api import prepare_data
 from ..errors import DataError, RecipeError
+from ..prepare import prepare_data
 from ..seeding import stream_seed
 from .augment import Augmenter, check_augment
 

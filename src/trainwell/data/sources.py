@@ -33,7 +33,7 @@ class Dataset:
     # Regression target scaling fitted on the training split (data/target.py), set by prepare_data.
     target_scale: Any = None
     # What was done to the data on the way in: columns left out, string columns encoded, values
-    # imputed, target scaling (api.prepare_data completes it; recorded in data.json and facts.json).
+    # imputed, target scaling (prepare.prepare_data completes it; recorded in data.json and facts.json).
     preparation: dict = field(default_factory=dict)
 
     @property

@@ -33,10 +33,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..api import prepare_data
 from ..build import build
 from ..errors import TrainwellError
 from ..loop import Callback
+from ..prepare import prepare_data
 from ..recipe import Recipe, load_recipe
 from ..rundir import atomic_write_bytes, write_json
 from ..step import train_step

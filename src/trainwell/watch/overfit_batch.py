@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..api import prepare_data
 from ..build import build
 from ..metrics import predictions
+from ..prepare import prepare_data
 from ..recipe import Recipe
 from ..seeding import seed_globals
 from ..step import train_step
