@@ -128,6 +128,7 @@ def build(recipe, prepared, device: torch.device, *, model: nn.Module | None = N
     train = prepared.train if train is None else train
     check_monitors(recipe, ds.task)
     check_sampler(recipe, ds.task)
+    check_calibration(recipe, ds.task)
     check_batch_size(recipe, len(train))
     problem = precision_problem(recipe.train.precision, device)
     if problem:
@@ -232,6 +233,12 @@ def check_sampler(recipe, task: str) -> None:
     if recipe.train.sampler == "balanced" and task == "regression":
         raise RecipeError(["train.sampler: got 'balanced', but the task is regression; it balances classes, "
                            "use \"shuffle\""])
+
+
+def check_calibration(recipe, task: str) -> None:
+    if recipe.calibrate != "none" and task == "regression":
+        raise RecipeError([f"calibrate: got {recipe.calibrate!r}, but the task is regression; temperature scaling "
+                           "calibrates a classifier's probabilities, use \"none\""])
 
 
 def check_monitors(recipe, task: str) -> None:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .calibration import split_outputs, temperature_scale
 from .checkpoint import prefixed, save_checkpoint
 from .loop import Callback
 from .metrics import probabilities, reliability
@@ -121,6 +122,10 @@ def conclude(trainer, finisher: Finisher, prepared: Prepared, recipe,
         metrics["plain"] = plain
         metrics.update(model=outcome.section["kind"], val=outcome.section["val"], test=outcome.section["test"])
         trainer.model = outcome.model    # the doctor's facts (suspects, confusion) are about the returned model
+    if recipe.calibrate == "temperature":     # T fitted on the validation split; the test metrics are the scaled model's
+        before = calibration(trainer.model, seen, setup, setup.settings.eval_batch_size)
+        trainer.model = temperature_scale(trainer, seen, metrics, lambda m: evaluate_splits(trainer, seen, m))
+        metrics["temperature"]["reliability_before"] = before
     diagram = calibration(trainer.model, seen, setup, setup.settings.eval_batch_size)
     if diagram is not None:
         metrics["calibration"] = diagram
@@ -147,12 +152,7 @@ def calibration(model: nn.Module, prepared: Prepared, setup, batch: int) -> dict
     part = prepared.test if prepared.test is not None else prepared.val
     if task == "regression" or loss_kind == "hinge" or part is None or part.y.dim() != 1:
         return None
-    was = model.training
-    model.eval()
-    with setup.precision.autocast():
-        out = torch.cat([model(part.x[i:i + batch]) for i in range(0, len(part), batch)]).float()
-    model.train(was)
-    probs = probabilities(out, task, loss_kind)
+    probs = probabilities(split_outputs(model, part.x, setup, batch), task, loss_kind)
     if probs is None or not bool(torch.isfinite(probs).all()):
         return None
     return {"split": split, **reliability(probs.cpu(), part.y.cpu())}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import scale_outputs
 from .checkpoint import load_checkpoint, unprefixed
 from .custom import import_path, refuse
 from .data.checks import emit, impute
@@ -97,10 +98,11 @@ class Loaded(torch.nn.Module):
     the trained network. `tw.predict(loaded, rows)` gives the labelled table."""
 
     def __init__(self, run_dir: Path, recipe: Recipe, net: torch.nn.Module, normalizer: Any,
-                 impute_values: torch.Tensor | None, schema: dict[str, Any]) -> None:
+                 impute_values: torch.Tensor | None, schema: dict[str, Any], temperature: float | None = None) -> None:
         super().__init__()
         self.run_dir, self.recipe, self.net, self.normalizer = run_dir, recipe, net, normalizer
         self.impute_values, self.schema = impute_values, schema
+        self.temperature = temperature      # calibrate = "temperature": the outputs are divided by it
         self.eval()
 
     @property
@@ -110,7 +112,8 @@ class Loaded(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.impute_values is not None:
             x = impute(x, self.impute_values)
-        return self.net(self.normalizer.transform(x))
+        out = self.net(self.normalizer.transform(x))
+        return out if self.temperature is None else scale_outputs(out, self.temperature, self.schema["loss"])
 
     def extra_repr(self) -> str:
         return f"run={str(self.run_dir)!r}, task={self.schema['task']}"
@@ -121,7 +124,14 @@ def load(run_dir: str | Path, model: torch.nn.Module | None = None) -> Loaded:
 
     `model`: a fresh instance of your own module when the run trained one (model.kind = "custom"); its
     trained weights are loaded into it. Without it, the recipe's network is rebuilt."""
-    return Loaded(Path(run_dir), *load_run(run_dir, model))
+    return Loaded(Path(run_dir), *load_run(run_dir, model), temperature=stored_temperature(Path(run_dir)))
+
+
+def stored_temperature(run_dir: Path) -> float | None:
+    """The temperature a run fitted (calibrate = "temperature", metrics.json), else None."""
+    metrics = run_dir / METRICS
+    section = json.loads(metrics.read_text()).get("temperature") if metrics.is_file() else None
+    return float(section["temperature"]) if section else None
 
 
 def _network(recipe: Recipe, schema: dict[str, Any], weights: dict[str, torch.Tensor],

@@ -668,6 +668,13 @@ class Recipe(Section):
 
     name: str | None = _field(None, "Run name used in the default run folder (default: <source>-<model>).")
     seed: int = _field(0, "Seed of every random choice: split, init, shuffling, dropout.", ge=0)
+    calibrate: Literal["none", "temperature"] = _field(
+        "none", "Calibration of a classifier's probabilities after training. temperature: temperature scaling "
+        "(Guo et al. 2017): one scalar T > 0 fitted on the validation split (never the test split) by minimizing "
+        "the log-loss of softmax(outputs / T); the test metrics, predict and tw.load use the scaled outputs, and "
+        "metrics.json (\"temperature\") and the report give T and the validation and test NLL and ECE before and "
+        "after. Dividing by T does not change the predicted class, so accuracy is unchanged. Needs validation rows "
+        "and probabilities (classification, not the hinge loss).")
     data: DataSection = DataSection()
     model: Model = MLPSection()
     init: InitSection = InitSection()
@@ -705,6 +712,14 @@ class Recipe(Section):
                     raise ValueError(f"{key}: got {monitor!r}, but {no_val}; "
                                      "monitor a train_ column or give validation rows")
         _check_averaging(self)
+        if self.calibrate != "none":
+            no_probabilities = ("data.task = \"regression\"" if self.data.task == "regression" else
+                                f"loss.kind = {self.loss.kind!r}" if self.loss.kind in ("mse", "mae", "huber", "hinge")
+                                else None)
+            if no_probabilities or no_val:
+                raise ValueError(f"calibrate: got {self.calibrate!r}, but {no_probabilities or no_val}; temperature "
+                                 "scaling needs a classifier's probabilities and validation rows to fit on"
+                                 + (" (set calibrate = \"none\")" if no_probabilities else ""))
         if self.loss.label_smoothing and self.loss.kind not in ("auto", "cross_entropy", "bce_with_logits"):
             raise ValueError("loss.label_smoothing: applies to cross_entropy and bce_with_logits only, "
                              f"got loss.kind = "

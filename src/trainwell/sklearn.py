@@ -35,6 +35,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .calibration import TemperatureScaled
 from .errors import TrainwellError
 
 # Recipe keys the estimator sets itself from its arguments and the data it is given.
@@ -81,6 +82,12 @@ class _TrainwellEstimator(BaseEstimator):
     _fit_task: str = "auto"
 
     # -- parameters ----------------------------------------------------------------------------
+    def _set(self, recipe, validation_fraction, out, quiet, params: dict[str, Any]) -> None:
+        """__init__'s arguments stored as they are given (scikit-learn validates nothing in __init__)."""
+        self.recipe, self.validation_fraction, self.out, self.quiet = recipe, validation_fraction, out, quiet
+        for key, value in params.items():
+            setattr(self, key, value)
+
     def _recipe_params(self) -> dict[str, Any]:
         """The recipe keys given as parameters: every public attribute that is neither an explicit
         argument nor a fitted one (those end with an underscore)."""
@@ -175,7 +182,12 @@ class _TrainwellEstimator(BaseEstimator):
             raise EstimatorInputError(str(exc)) from None
         prepared = run.extras["data"]
         schema = data_schema(prepared.dataset, run.extras["trainer"].setup.loss_kind)
-        self.model_ = Loaded(run.path, run.recipe, run.model, prepared.normalizer, prepared.impute_values, schema)
+        net, temperature = run.model, None
+        if isinstance(net, TemperatureScaled):       # calibrate = "temperature": the network and its T
+            net, temperature = net.net, net.temperature
+        self.model_ = Loaded(run.path, run.recipe, net, prepared.normalizer, prepared.impute_values, schema,
+                             temperature)
+        self.temperature_ = temperature
         self._predictor = _float64(self.model_)
         self.recipe_ = run.recipe
         self.history_ = run.history
@@ -258,7 +270,7 @@ def _pack(model) -> dict[str, Any]:
     if model.impute_values is not None:
         stats = {**stats, "impute.values": model.impute_values}
     return {"weights": [_tensor_bytes(m.state_dict()) for m in members], "ensemble": isinstance(model.net, Ensemble),
-            "statistics": _tensor_bytes(stats), "schema": model.schema}
+            "statistics": _tensor_bytes(stats), "schema": model.schema, "temperature": model.temperature}
 
 
 def _unpack(packed: dict[str, Any], recipe):
@@ -273,7 +285,7 @@ def _unpack(packed: dict[str, Any], recipe):
     impute = stats.pop("impute.values", None)
     normalizer = make_normalizer(recipe.data.normalize, recipe.data.whiten_eps)
     normalizer.load_state_dict(stats)
-    return Loaded(None, recipe, net, normalizer, impute, schema)
+    return Loaded(None, recipe, net, normalizer, impute, schema, packed.get("temperature"))
 
 
 def _has_probabilities(est: TrainwellClassifier) -> bool:
@@ -295,13 +307,8 @@ class TrainwellClassifier(ClassifierMixin, _TrainwellEstimator):
 
     def __init__(self, recipe=None, *, validation_fraction: float = 0.2, stratify: bool = True,
                  out=None, quiet: bool = True, **params: Any) -> None:
-        self.recipe = recipe
-        self.validation_fraction = validation_fraction
         self.stratify = stratify
-        self.out = out
-        self.quiet = quiet
-        for key, value in params.items():
-            setattr(self, key, value)
+        self._set(recipe, validation_fraction, out, quiet, params)
 
     def fit(self, X, y, sample_weight=None) -> TrainwellClassifier:
         X, y = self._check_X(X, reset=True, y="required" if y is None else y)
@@ -315,7 +322,8 @@ class TrainwellClassifier(ClassifierMixin, _TrainwellEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """The network's outputs: the logit of the second class (binary), else one column per class (logits;
-        log-probabilities with loss nll; scores with loss hinge)."""
+        log-probabilities with loss nll; scores with loss hinge); divided by the fitted temperature with
+        calibrate="temperature" (`temperature_`), so that predict_proba is their softmax / sigmoid."""
         out = self._outputs(X).numpy()
         return out[:, 0] if out.shape[1] == 1 else out
 
@@ -352,12 +360,7 @@ class TrainwellRegressor(RegressorMixin, _TrainwellEstimator):
 
     def __init__(self, recipe=None, *, validation_fraction: float = 0.2, out=None, quiet: bool = True,
                  **params: Any) -> None:
-        self.recipe = recipe
-        self.validation_fraction = validation_fraction
-        self.out = out
-        self.quiet = quiet
-        for key, value in params.items():
-            setattr(self, key, value)
+        self._set(recipe, validation_fraction, out, quiet, params)
 
     def fit(self, X, y, sample_weight=None) -> TrainwellRegressor:
         X, y = self._check_X(X, reset=True, y="required" if y is None else y)

@@ -74,7 +74,20 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     stop = (f"<p>Best epoch <b>{_e(metrics.get('best_epoch'))}</b>, stopped at epoch "
             f"<b>{_e(metrics.get('stopped_epoch'))}</b> (reason: {_e(metrics.get('stop_reason'))}), "
             f"seed {_e(metrics.get('seed'))}.</p>")
-    return stop + network_line(metrics.get("network")) + out + models_section(metrics)
+    return stop + network_line(metrics.get("network")) + out + temperature_section(metrics) + models_section(metrics)
+
+
+def temperature_section(metrics: dict[str, Any]) -> str:
+    """calibrate = "temperature": T and each split's NLL and ECE before and after scaling."""
+    t = metrics.get("temperature")
+    if not isinstance(t, dict) or "temperature" not in t:
+        return ""
+    rows = [(split, *(t[when].get(split, {}).get(k, "") for k in ("nll", "ece") for when in ("before", "after")))
+            for split in ("val", "test") if t["before"].get(split)]
+    return (f"<h3 id='temperature'>Temperature scaling</h3><p>T = <b>{t['temperature']:.4g}</b>, fitted on the "
+            "validation split (never the test split); the metrics above are after scaling, which leaves every "
+            "predicted class, and so accuracy, as it was.</p>"
+            + _table(rows, ("split", "NLL before", "NLL after", "ECE before", "ECE after")))
 
 
 def network_line(net: Any) -> str:

@@ -226,11 +226,19 @@ def reliability(ev: Evidence) -> bytes | None:
     a.plot([r["confidence"] for r in bins], [r["accuracy"] for r in bins], "o", color=VAL, ms=4,
            label="(mean confidence, accuracy)")
     a.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="calibrated")
+    title = f"reliability ({cal['split']} split), ECE {cal['ece']:.3f}"
+    scaled = ev.metrics.get("temperature") or {}
+    before = scaled.get("reliability_before")
+    if before and before.get("bins"):       # calibrate = "temperature": the model before scaling, for comparison
+        a.plot([r["confidence"] for r in before["bins"]], [r["accuracy"] for r in before["bins"]], "x", color="black",
+               ms=4, label="before temperature scaling")
+        title = (f"reliability ({cal['split']} split), ECE {before['ece']:.3f} -> {cal['ece']:.3f}\n"
+                 f"(temperature scaling, T = {scaled['temperature']:.3g})")
     a.set_xlim(0, 1)
     a.set_ylim(0, 1.03)
     a.set_xlabel("confidence of the predicted class")
     a.set_ylabel("accuracy")
-    a.set_title(f"reliability ({cal['split']} split), ECE {cal['ece']:.3f}")
+    a.set_title(title)
     a.legend(fontsize=7, loc="center left")
     b.bar([r["low"] for r in bins], [r["rows"] for r in bins], width=width, align="edge", color="grey")
     b.set_xlim(0, 1)
