@@ -46,7 +46,10 @@ print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
 BASE = {"data.source": str(work / "data.npz"), "data.normalize": "none", "data.split": [0.8, 0.2, 0.0],
         "model.hidden": [512, 256], "model.norm": "batch", "model.dropout": 0.5, "optimizer.kind": "adam",
         "optimizer.lr": 1e-3, "train.batch_size": 256, "train.epochs": 3, "train.device": "cuda",
-        "schedule.kind": "constant", "stopping.enabled": False, "watch.doctor": False, "watch.report": False}
+        "schedule.kind": "constant", "stopping.enabled": False, "watch.doctor": False, "watch.report": False,
+        # the hand-written loop's initialization (PyTorch's own), so the accuracy column compares like with like:
+        # trainwell's default kaiming_normal trains slower in the first epochs here (issue #13, benchmarks/overhead.py)
+        "init.weights": "pytorch", "init.bias": "pytorch"}
 
 
 def cli(*args, **sets):

@@ -13,6 +13,7 @@ from torch.optim.swa_utils import SWALR
 
 import trainwell as tw
 from trainwell.averaging import WeightAveraging
+from trainwell.data.sources import load_source
 from trainwell.loop import Callback
 from trainwell.recipe import load_recipe
 from trainwell.schedules import swa_lr
@@ -128,7 +129,7 @@ def test_averaged_model_is_saved_reported_and_used_by_predict(tiny, tmp_path):
     assert metrics["test"] == metrics["ema"]["test"] != metrics["plain"]["test"]
     data = run.extras["data"]
     assert metrics["test"] == run.extras["trainer"].evaluate(data.test, run.model)
-    rows = data.dataset.x[data.indices["test"]]
+    rows = load_source(run.recipe.data, run.recipe.seed).x[data.indices["test"]]
     frame = predict(tmp_path / "run", rows)
     with torch.inference_mode():
         expected = torch.sigmoid(run.model(data.test.x)).squeeze(1).numpy()
@@ -331,7 +332,7 @@ def test_the_finisher_tells_predict_which_weights_the_run_scored(tiny, tmp_path,
     pointer = run.metrics["weights"]
     assert pointer == {"files": files, "tensors": tensors, "ensemble": len(files) > 1}
     data = run.extras["data"]
-    rows = data.dataset.x[data.indices["test"]]
+    rows = load_source(run.recipe.data, run.recipe.seed).x[data.indices["test"]]
     with torch.inference_mode():
         expected = torch.sigmoid(run.model.eval()(data.test.x)).squeeze(1).numpy()
     frame = predict(tmp_path / "run", rows)

@@ -10,6 +10,7 @@ import pytest
 
 import trainwell as tw
 from trainwell.data.checks import DataWarning
+from trainwell.data.sources import load_source
 from trainwell.errors import DataError, RecipeError
 
 QUICK = {"train.epochs": 1, "model.hidden": [8], "watch.doctor": False, "watch.report": False,
@@ -46,8 +47,8 @@ def test_an_id_column_warns_with_the_key_to_drop_it(csv):
 
 def test_features_choose_and_order_the_columns(csv):
     run, found = _fit(csv, **{"data.features": ["b", "a"]})
-    ds = run.extras["data"].dataset
-    assert ds.feature_names == ("b", "a")
+    ds = load_source(run.recipe.data, run.recipe.seed)      # the rows as loaded
+    assert run.extras["data"].dataset.feature_names == ds.feature_names == ("b", "a")
     frame = pd.read_csv(csv)
     np.testing.assert_array_equal(ds.x, frame[["b", "a"]].to_numpy(dtype=np.float32))
     assert not any("row ID" in f for f in found)

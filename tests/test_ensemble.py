@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import trainwell as tw
 from trainwell.checkpoint import load_checkpoint, unprefixed
+from trainwell.data.sources import load_source
 from trainwell.ensemble import Ensemble, Snapshots, bootstrap_rows, member_rows, member_seeds
 from trainwell.loop import Callback, SplitTensors
 from trainwell.recipe import load_recipe
@@ -110,7 +111,7 @@ def test_predict_uses_the_ensemble(seeds_run):
     from trainwell.predict import predict
 
     data = seeds_run.extras["data"]
-    frame = predict(seeds_run.path, data.dataset.x[data.indices["test"]])
+    frame = predict(seeds_run.path, load_source(seeds_run.recipe.data, seeds_run.recipe.seed).x[data.indices["test"]])
     _, probs = _hand_average(seeds_run.path, data.test.x)
     cols = [c for c in frame.columns if c.startswith("prob_")]
     np.testing.assert_allclose(frame[cols].to_numpy(), probs.numpy(), rtol=1e-5, atol=1e-6)
@@ -173,7 +174,7 @@ def test_snapshots_are_the_weights_at_the_last_cycle_ends_and_are_averaged(tiny,
     data = run.extras["data"]
     with torch.inference_mode():
         p = torch.stack([torch.sigmoid(m.eval()(data.test.x)) for m in run.model.members]).mean(0)
-    frame = predict(tmp_path / "run", data.dataset.x[data.indices["test"]])
+    frame = predict(tmp_path / "run", load_source(run.recipe.data, run.recipe.seed).x[data.indices["test"]])
     np.testing.assert_allclose(frame["prob_1"].to_numpy(), p.squeeze(1).numpy(), rtol=1e-5, atol=1e-6)
     acc = float(((p.squeeze(1) > 0.5).long() == data.test.y).float().mean())
     assert run.metrics["test"]["accuracy"] == pytest.approx(acc)

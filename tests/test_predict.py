@@ -10,6 +10,7 @@ import torch
 import trainwell as tw
 from trainwell.checkpoint import load_checkpoint, unprefixed
 from trainwell.cli import main
+from trainwell.data.sources import load_source
 from trainwell.errors import DataError
 from trainwell.predict import load_run, predict
 
@@ -41,7 +42,7 @@ def test_predictions_equal_the_trained_model_on_the_same_rows(csv_run):
     # The oracle: the in-memory model of the run on the dataset's first rows, normalized in memory.
     prepared = run.extras["data"]
     with torch.no_grad():
-        x = prepared.normalizer.transform(torch.from_numpy(prepared.dataset.x[:20]))
+        x = prepared.normalizer.transform(torch.from_numpy(load_source(run.recipe.data, run.recipe.seed).x[:20]))
         p1 = torch.sigmoid(run.model.eval()(x)).squeeze(1).numpy()
     np.testing.assert_allclose(frame["prob_pos"].to_numpy(), p1, atol=1e-5)
     np.testing.assert_allclose(frame[["prob_neg", "prob_pos"]].sum(axis=1), 1.0, atol=1e-6)

@@ -15,8 +15,8 @@ import matplotlib
 from matplotlib.figure import Figure
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
-    fig = Figure(figsize=figsize)
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, layout=None, **kwargs):
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
@@ -32,10 +32,11 @@ def close(fig) -> None:
     """Nothing to release: the figure is not registered anywhere (kept for pyplot-shaped code)."""
 
 
-def render(fig: Figure, fmt: str = "png", dpi: float = 100) -> bytes:
-    """The figure as PNG or SVG bytes, trimmed to its content."""
+def render(fig: Figure, fmt: str = "png", dpi: float = 100, trim: bool = True) -> bytes:
+    """The figure as PNG or SVG bytes, trimmed to its content (`trim`: matplotlib's tight bounding box,
+    which draws the figure twice; a figure laid out by its own layout engine needs no trimming)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight",
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight" if trim else None,
                 **({"metadata": {"Date": None}} if fmt == "svg" else {}))
     if getattr(fig.canvas, "manager", None) is not None:     # made by pyplot elsewhere: release it there
         import matplotlib.pyplot

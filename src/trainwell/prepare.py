@@ -18,7 +18,7 @@ import torch
 
 from . import custom
 from .checkpoint import prefixed
-from .data import checks, preparation, target
+from .data import checks, preparation, rows, target
 from .data.normalize import keep_columns, make_normalizer
 from .data.sources import Dataset, load_source, make_dataset
 from .data.split import Splits, make_splits, read_split_file, rows_sha256, splits_bytes
@@ -40,16 +40,20 @@ class Prepared:
     impute_values: torch.Tensor | None = None      # training-split column means (data.nonfinite = impute)
     warnings: list[str] = field(default_factory=list)
     split_file: bytes = b""                        # splits.npz of the run folder (data/split.py)
+    row_keys: list[bytes] = field(default_factory=list)   # digest of every source row as loaded (leakage)
 
 
-def _as_dataset(data: Any, task: str) -> Dataset:
+def _as_dataset(data: Any, task: str) -> tuple[Dataset, bool]:
+    """The Dataset of data passed from Python, and whether its feature array is trainwell's own (a
+    conversion made it) rather than the caller's."""
     if isinstance(data, Dataset):
         if data.task != "regression":
             checks.check_label_range(data.y, data.n_classes, "data")
-        return data
+        return data, False
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = (d.detach().cpu().numpy() if torch.is_tensor(d) else np.asarray(d) for d in data)
-        return replace(make_dataset(x, y, task, name="data"), preparation={"arrays": custom.arrays_record(x, y)})
+        ds = make_dataset(x, y, task, name="data")
+        return replace(ds, preparation={"arrays": custom.arrays_record(x, y)}), not np.may_share_memory(ds.x, x)
     raise DataError("data: expected a trainwell Dataset or an (x, y) pair of arrays/tensors")
 
 
@@ -57,10 +61,16 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
                  lock_test: bool = False) -> Prepared:
     """Load, split (seeded, stratified), fit normalization on train only, move to the device.
 
+    The rows are held once: arranged train | validation | test in one array (in the loaded array's own
+    memory when trainwell loaded it; data/rows.py), imputed and normalized in place, each split a slice
+    of it. The returned dataset keeps the rows' shape, not the rows (`dataset.x` has none).
     `data.train_on = "train+val"` trains on both splits (the validation split is then empty);
     `lock_test` replaces the test split by a LockedSplit that raises on any read (search trials).
     """
-    ds = _as_dataset(data, recipe.data.task) if data is not None else load_source(recipe.data, recipe.seed)
+    if data is not None:
+        ds, owned = _as_dataset(data, recipe.data.task)
+    else:
+        ds, owned = load_source(recipe.data, recipe.seed), True
     where = ds.name if data is not None else recipe.data.source     # name the file the user gave
     checks.check_targets(ds.y, ds.task, where)
     needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
@@ -73,35 +83,36 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     split_file = splits_bytes(splits, len(ds.y), sha256)
     if recipe.data.train_on == "train+val":
         splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test)
-    device = device or torch.device("cpu")
-    x_all = torch.from_numpy(ds.x)
-    y_all = torch.from_numpy(ds.y)
-    ds = replace(ds, target_scale=_fit_target_scale(recipe, ds, y_all[splits.train]))
-    impute_values = checks.fit_imputer(x_all[splits.train]) if needs_impute else None
+    indices = {"train": splits.train, "val": splits.val, "test": splits.test}
+    keys = checks.row_keys(ds.x)                    # of the rows as loaded (leakage: here and in the facts)
+    x_all = torch.from_numpy(rows.arrange(ds.x, splits, in_place=owned))    # ds.x is not read after this
+    y_all = torch.from_numpy(ds.y[rows.split_order(splits)])
+    bounds = rows.split_bounds(splits)
+    train_rows = slice(*bounds[0])
+    found_rows = checks.split_warnings(ds, indices, keys, x_all[train_rows].numpy())
+    ds = replace(ds, x=rows.shape_only(ds.x), target_scale=_fit_target_scale(recipe, ds, y_all[train_rows]))
+    impute_values = checks.fit_imputer(x_all[train_rows]) if needs_impute else None
     imputed = None
     if impute_values is not None:
         imputed = preparation.imputed_values(x_all, impute_values, ds.feature_names)
-        x_all = checks.impute(x_all, impute_values)
+        checks.impute_in_place(x_all, impute_values)
     ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
         normalizer = keep_columns(make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(
-            x_all[splits.train]), [ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})])
+            x_all[train_rows]), [ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
-    found = preparation.fit_warnings(ds.preparation) + checks.split_warnings(
-        ds, {"train": splits.train, "val": splits.val, "test": splits.test})
+    found = preparation.fit_warnings(ds.preparation) + found_rows     # (the rows' own: before imputing)
+    rows.normalize_in_place(normalizer, x_all, bounds)
+    x_all, y_all = x_all.to(device or torch.device("cpu")), y_all.to(device or torch.device("cpu"))
 
-    def part(idx: np.ndarray) -> SplitTensors | None:
-        if len(idx) == 0:
-            return None
-        ix = torch.from_numpy(idx)
-        return SplitTensors(normalizer.transform(x_all[ix]).contiguous().to(device), y_all[ix].to(device))
+    def part(start: int, stop: int) -> SplitTensors | None:
+        return SplitTensors(x_all[start:stop], y_all[start:stop]) if stop > start else None
 
-    test = part(splits.test)
+    train, val, test = (part(*b) for b in bounds)
     if lock_test and test is not None:
         test = LockedSplit(len(splits.test))
-    return Prepared(ds, part(splits.train), part(splits.val), test, normalizer,
-                    {"train": splits.train, "val": splits.val, "test": splits.test}, impute_values, found, split_file)
+    return Prepared(ds, train, val, test, normalizer, indices, impute_values, found, split_file, keys)
 
 
 def _fit_target_scale(recipe: Recipe, ds: Dataset, y_train: torch.Tensor):

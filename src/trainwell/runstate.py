@@ -217,5 +217,5 @@ def fingerprint(*splits) -> str:
         if split is not None:
             for t in (split.x, split.y):
                 h.update(str((tuple(t.shape), str(t.dtype))).encode())
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+                h.update(t.detach().cpu().contiguous().numpy())    # (its bytes where they are: no copy)
     return h.hexdigest()

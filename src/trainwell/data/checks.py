@@ -19,6 +19,7 @@ from ..errors import DataError
 # A largest/smallest class ratio above this is reported as imbalance.
 IMBALANCE_RATIO = 3.0
 LISTED = 5   # how many offending columns/classes a message names before "..."
+ROW_BLOCK = 4096     # rows a check reads at a time, so that no temporary is as large as the data
 
 
 class DataWarning(UserWarning):
@@ -53,9 +54,10 @@ def check_targets(y: np.ndarray, task: str, where: str) -> None:
 
 def nonfinite_features(x: np.ndarray, names: tuple[str, ...], where: str, policy: str) -> bool:
     """True when some features are NaN/inf and policy is impute; raises when policy is error."""
-    finite = np.isfinite(x.reshape(len(x), -1))
-    if finite.all():
-        return False
+    flat = x.reshape(len(x), -1)
+    if all(np.isfinite(flat[i:i + ROW_BLOCK]).all() for i in range(0, len(flat), ROW_BLOCK)):
+        return False        # (checked a block of rows at a time: no mask as large as the data)
+    finite = np.isfinite(flat)
     if policy == "impute":
         return True
     rows = np.flatnonzero(~finite.all(1))
@@ -78,6 +80,13 @@ def impute(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, values.expand_as(x))
 
 
+def impute_in_place(x: torch.Tensor, values: torch.Tensor) -> None:
+    """`impute` written over `x`, a block of rows at a time."""
+    for i in range(0, len(x), ROW_BLOCK):
+        block = x[i:i + ROW_BLOCK]
+        block.copy_(impute(block, values))
+
+
 # ------------------------------------------------------------------------------------- warnings
 def absent_classes(y: np.ndarray, classes: tuple[str, ...], splits: dict[str, np.ndarray]) -> list[str]:
     out = []
@@ -94,28 +103,37 @@ def absent_classes(y: np.ndarray, classes: tuple[str, ...], splits: dict[str, np
 
 def constant_features(x_train: np.ndarray, names: tuple[str, ...]) -> list[str]:
     flat = x_train.reshape(len(x_train), -1)
-    const = np.flatnonzero((flat == flat[:1]).all(0)) if len(flat) > 1 else np.array([], int)
+    varies = np.zeros(flat.shape[1], dtype=bool)
+    for i in range(1, len(flat), ROW_BLOCK):        # compared with the first row, a block at a time
+        varies |= (flat[i:i + ROW_BLOCK] != flat[:1]).any(0)
+    const = np.flatnonzero(~varies) if len(flat) > 1 else np.array([], int)
     if len(const) == 0:
         return []
     return [f"{len(const)} of {flat.shape[1]} features are constant in the training split "
             f"({_listed([_feature_name(j, names) for j in const])}); they carry no information"]
 
 
-def _row_keys(x: np.ndarray) -> list[bytes]:
-    """A 16-byte digest per row: exact-duplicate detection without holding every row as bytes."""
-    flat = np.ascontiguousarray(x.reshape(len(x), -1))
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+def row_keys(x: np.ndarray) -> list[bytes]:
+    """A 16-byte digest of each row's bytes: exact-duplicate detection without holding every row as bytes
+    (an indexed or strided `x` is copied a block of rows at a time)."""
+    flat = x.reshape(len(x), -1)
+    keys = []
+    for i in range(0, len(flat), ROW_BLOCK):
+        block = np.ascontiguousarray(flat[i:i + ROW_BLOCK])
+        keys.extend(hashlib.blake2b(row, digest_size=16).digest() for row in block)
+    return keys
 
 
-def shared_rows(x: np.ndarray, splits: dict[str, np.ndarray]) -> list[str]:
-    """Exact duplicate feature rows between training and the evaluation splits: a leak."""
-    train = set(_row_keys(x[splits["train"]]))
+def shared_rows(keys: list[bytes], splits: dict[str, np.ndarray]) -> list[str]:
+    """Exact duplicate feature rows between training and the evaluation splits: a leak (`keys`: every
+    row's row_keys, in the source's order)."""
+    train = {keys[i] for i in splits["train"]}
     out = []
     for split in ("val", "test"):
         idx = splits.get(split, np.array([], int))
         if len(idx) == 0:
             continue
-        count = sum(key in train for key in _row_keys(x[idx]))
+        count = sum(keys[i] in train for i in idx)
         if count:
             out.append(f"leakage: {count} of {len(idx)} {split} rows are exact duplicates of training rows; "
                        f"the {split} score overstates generalization (deduplicate the data)")
@@ -135,9 +153,10 @@ def class_imbalance(y: np.ndarray, classes: tuple[str, ...]) -> list[str]:
             "loss.class_weight = \"balanced\" or train.sampler = \"balanced\""]
 
 
-def split_warnings(ds, splits: dict[str, np.ndarray]) -> list[str]:
-    """Every warning about a loaded, split dataset (ds: a sources.Dataset)."""
-    found = constant_features(ds.x[splits["train"]], ds.feature_names) + shared_rows(ds.x, splits)
+def split_warnings(ds, splits: dict[str, np.ndarray], keys: list[bytes], x_train: np.ndarray) -> list[str]:
+    """Every warning about a loaded, split dataset (ds: a sources.Dataset; keys: row_keys of every row;
+    x_train: the training rows)."""
+    found = constant_features(x_train, ds.feature_names) + shared_rows(keys, splits)
     if ds.task != "regression":
         # The ratio of the training split, as the doctor's class_imbalance rule counts it.
         found = class_imbalance(ds.y[splits["train"]], ds.classes) + absent_classes(ds.y, ds.classes, splits) + found

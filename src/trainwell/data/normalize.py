@@ -10,9 +10,32 @@ import torch
 
 from .whiten import PCAWhiten, ZCAWhiten
 
+# Columns per float64 block of column_moments: a multiple of the widest vector (8 doubles), which keeps
+# each column's sums the ones of the whole matrix, bit for bit (tests/test_memory.py, 1 and 2 threads).
+MOMENT_BLOCK = 64
+
+
+def column_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and (population) standard deviation of the rows of `x` in float64, shaped like one
+    row: equal to `x.double().mean(0)` and `.std(0, unbiased=False)` while holding a float64 copy of
+    only MOMENT_BLOCK columns at a time."""
+    flat = x.reshape(len(x), -1)
+    width = flat.shape[1]
+    means, stds = [], []
+    for j in range(0, width, MOMENT_BLOCK):
+        # The last block reaches back to a full MOMENT_BLOCK columns: a narrow one (a single column) is
+        # reduced by another kernel, whose float64 sums differ in the last bit.
+        start = max(0, min(j, width - MOMENT_BLOCK))
+        block = flat[:, start:j + MOMENT_BLOCK].double()
+        means.append(block.mean(0)[j - start:])
+        stds.append(block.std(0, unbiased=False)[j - start:])
+    shape = x.shape[1:]
+    return torch.cat(means).reshape(shape), torch.cat(stds).reshape(shape)
+
 
 class Identity:
     name = "none"
+    elementwise = True      # each value's transform depends on it alone (data/rows.py applies it in blocks)
 
     def fit(self, x: torch.Tensor) -> Identity:
         return self
@@ -31,15 +54,19 @@ class Standardize:
     """(x - mean) / std per feature; constant features get std 1 so they map to 0."""
 
     name = "standard"
+    elementwise = True
 
     def __init__(self) -> None:
         self.mean = self.std = None
 
     def fit(self, x: torch.Tensor) -> Standardize:
         dims = self._dims(x)
-        x = x.double()
-        std = x.std(dims, unbiased=False, keepdim=True)[0]
-        self.mean = x.mean(dims, keepdim=True)[0].float()
+        if dims == [0]:     # per feature: in float64 a block of columns at a time, not a float64 copy of x
+            mean, std = column_moments(x)
+        else:
+            x = x.double()
+            mean, std = x.mean(dims, keepdim=True)[0], x.std(dims, unbiased=False, keepdim=True)[0]
+        self.mean = mean.float()
         self.std = torch.where(std > 1e-12, std, torch.ones_like(std)).float()
         return self
 
@@ -73,6 +100,7 @@ class MinMax:
     """(x - min) / (max - min) per feature into [0, 1] on the training split."""
 
     name = "minmax"
+    elementwise = True
 
     def __init__(self) -> None:
         self.low = self.span = None

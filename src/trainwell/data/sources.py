@@ -158,7 +158,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, task: str = "auto", name: str = "
         raise DataError(f"{name}: no rows")
     if x.dtype.kind not in "fiub":
         raise DataError(f"{name}: features must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float32)
+    x = x.astype(np.float32, copy=False)      # float32 rows as loaded are not copied
     task = infer_task(y) if task == "auto" else task
     if task == "regression":
         if y.dtype.kind not in "fiub":

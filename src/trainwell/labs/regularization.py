@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..api import fit
+from ..data.sources import load_source
 from ..errors import TrainwellError
 from ..figures import plt
 from ..recipe import load_recipe
@@ -174,14 +175,14 @@ def train_variant(recipe, draw: bool = True) -> dict[str, Any]:
     return {"history": run.history, "train_ce": train_ce, "val_ce": val_ce, "train_acc": train_acc,
             "val_acc": val_acc, "stopped": run.metrics["stopped_epoch"], "best": run.metrics["best_epoch"],
             "classes": classes, "val_rows": len(data.val.y),
-            "boundary": boundary(run.model, data) if draw and task != "regression" and
-            data.dataset.x.shape[1:] == (2,) else None}
+            "boundary": boundary(run.model, data, load_source(run.recipe.data, run.recipe.seed).x)
+            if draw and task != "regression" and data.dataset.x.shape[1:] == (2,) else None}
 
 
 @torch.no_grad()
-def boundary(model, data, n: int = 120) -> dict[str, Any]:
-    """Predicted probability of class 1 on a grid over the raw 2-D inputs, and the training points."""
-    x = data.dataset.x
+def boundary(model, data, x: np.ndarray, n: int = 120) -> dict[str, Any]:
+    """Predicted probability of class 1 on a grid over the raw 2-D inputs `x` (the rows as loaded: the run
+    holds them normalized), and the training points."""
     lo, hi = x.min(0) - 0.3, x.max(0) + 0.3
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n))
     grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1).astype(x.dtype))

@@ -18,7 +18,13 @@ TRAIN, VAL = "#1f77b4", "#ff7f0e"
 
 
 def _png(fig) -> bytes:
-    return render(fig, "png", 100)
+    """One draw: the report's figures are laid out by matplotlib's constrained layout (`_subplots`) at
+    their own size, so they need no tight bounding box (a second draw) to keep their labels in."""
+    return render(fig, "png", 100, trim=False)
+
+
+def _subplots(*args, **kwargs):
+    return plt.subplots(*args, layout="constrained", **kwargs)
 
 
 def _series(ev: Evidence, col: str) -> tuple[list[int], list[float]]:
@@ -82,7 +88,7 @@ def curves(ev: Evidence) -> bytes | None:
     cols = len(names) if len(names) <= 4 else 3
     rows = -(-len(names) // cols)
     side = min(4.2, MAX_WIDTH_IN / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, 3.2 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(side * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.remove()
     for ax, name in zip(axes.flat, names):
@@ -102,7 +108,6 @@ def curves(ev: Evidence) -> bytes | None:
         ax.set_title(f"loss (on {scaled}-scaled targets)" if name == "loss" and scaled else name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -111,7 +116,7 @@ def lr_and_grad(ev: Evidence) -> bytes | None:
     xg, g = _series(ev, "grad_norm")
     if not x and not xg:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.0))
+    fig, (a, b) = _subplots(1, 2, figsize=(10, 3.0))
     a.plot(x, lr, color="purple")
     a.set_title("learning rate (end of epoch)")
     b.plot(xg, g, color="black")
@@ -129,7 +134,7 @@ def layer_grad_norms(ev: Evidence) -> bytes | None:
     ratios = ev.layer_series("weights", "update_ratio")
     if not grads:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.3))
+    fig, (a, b) = _subplots(1, 2, figsize=(9.5, 3.3))
     for ax, series, title in ((a, grads, "weight-gradient norm per layer"),
                               (b, ratios, "update / weight ratio per layer")):
         drawn = [n for n, pts in series.items() if any(v > 0 for _, v in pts)]
@@ -156,7 +161,7 @@ def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
         return None
     picks = sorted({0, len(epochs) // 2, len(epochs) - 1})[:max_rows]
     rows = [epochs[i] for i in picks]
-    fig, axes = plt.subplots(len(rows), len(layers), figsize=(min(2.3 * len(layers) + 0.5, MAX_WIDTH_IN),
+    fig, axes = _subplots(len(rows), len(layers), figsize=(min(2.3 * len(layers) + 0.5, MAX_WIDTH_IN),
                                                               2.1 * len(rows)), squeeze=False)
     for r, rec in enumerate(rows):
         for c, layer in enumerate(layers):
@@ -166,8 +171,8 @@ def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
                 h = stats["hist"]
                 n = len(h["counts"])
                 lo, hi = (h["lo"], h["hi"]) if h["hi"] > h["lo"] else (h["lo"] - 0.5, h["lo"] + 0.5)
-                width = (hi - lo) / n
-                ax.bar([lo + width * (i + 0.5) for i in range(n)], h["counts"], width=width, color=TRAIN)
+                # one filled step outline per histogram: a single artist, where bars are one per bin
+                ax.stairs(h["counts"], [lo + (hi - lo) * i / n for i in range(n + 1)], fill=True, color=TRAIN)
                 rest = sorted(h["counts"])[-2] if n > 1 else 0
                 if rest and max(h["counts"]) > 5 * rest:
                     # ReLU's spike at zero would flatten the rest of the histogram: clip it, say so.
@@ -180,7 +185,6 @@ def activation_histograms(ev: Evidence, max_rows: int = 3) -> bytes | None:
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(f"epoch {rec['epoch']}", fontsize=8)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -192,7 +196,7 @@ def confusion(ev: Evidence) -> bytes | None:
     classes = ev.facts.get("data", {}).get("classes") or [str(i) for i in range(len(m))]
     n = len(m)
     size = min(1.8 + 0.35 * n, 5.5)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _subplots(figsize=(size, size))
     ax.imshow(m, cmap="Blues")
     top = max(max(r) for r in m) or 1
     for i in range(n):
@@ -216,7 +220,7 @@ def reliability(ev: Evidence) -> bytes | None:
         return None
     bins = cal["bins"]
     width = 1.0 / cal["n_bins"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    fig, (a, b) = _subplots(1, 2, figsize=(8.4, 3.4))
     a.bar([r["low"] for r in bins], [r["accuracy"] for r in bins], width=width, align="edge", color=TRAIN,
           edgecolor="white", label="accuracy")
     a.plot([r["confidence"] for r in bins], [r["accuracy"] for r in bins], "o", color=VAL, ms=4,
@@ -243,7 +247,6 @@ def reliability(ev: Evidence) -> bytes | None:
     b.set_title("rows per confidence bin")
     for ax in (a, b):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     return _png(fig)
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.checks import row_keys
+from ..data.normalize import column_moments
 from ..metrics import predictions, probabilities
 
 FACTS = "facts.json"
@@ -36,10 +38,9 @@ def class_counts(y: torch.Tensor, n_classes: int) -> list[int]:
 
 def feature_scales(x: torch.Tensor, names: tuple[str, ...] = ()) -> dict[str, Any]:
     """Spread of per-feature standard deviations and means of the (normalized) training inputs."""
-    flat = x.reshape(len(x), -1).double().cpu()
-    std, mean = flat.std(0, unbiased=False), flat.mean(0)
+    mean, std = column_moments(x.reshape(len(x), -1).cpu())
     varying = std > 1e-8
-    out: dict[str, Any] = {"features": int(flat.shape[1]), "constant": int((~varying).sum())}
+    out: dict[str, Any] = {"features": int(std.shape[0]), "constant": int((~varying).sum())}
     if varying.any():
         idx = torch.nonzero(varying).squeeze(1)
         s = std[idx]
@@ -54,18 +55,18 @@ def feature_scales(x: torch.Tensor, names: tuple[str, ...] = ()) -> dict[str, An
     return out
 
 
-def _row_keys(x: np.ndarray, y: np.ndarray | None = None) -> list[bytes]:
-    rows = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1))
-    if y is None:
-        return [r.tobytes() for r in rows]
+def _with_targets(keys: list[bytes], y: np.ndarray | None) -> list[bytes]:
+    """Row keys (data/checks.row_keys), each followed by its row's target when targets are given."""
+    if y is None or len(keys) == 0:
+        return keys
     ys = np.ascontiguousarray(np.asarray(y).reshape(len(y), -1))
-    return [r.tobytes() + b"|" + t.tobytes() for r, t in zip(rows, ys)]
+    return [k + b"|" + t.tobytes() for k, t in zip(keys, ys)]
 
 
-def leaked_mask(train_x: np.ndarray, train_y: np.ndarray, other_x: np.ndarray, other_y: np.ndarray) -> np.ndarray:
-    """Rows of `other` that occur in the training split with the same features and target."""
-    seen = set(_row_keys(train_x, train_y))
-    return np.array([k in seen for k in _row_keys(other_x, other_y)], dtype=bool)
+def leaked_keys(train: list[bytes], other: list[bytes]) -> np.ndarray:
+    """Which of the `other` row keys occur among the `train` ones."""
+    seen = set(train)
+    return np.array([k in seen for k in other], dtype=bool)
 
 
 def leak_lift(correct: np.ndarray, leaked: np.ndarray) -> dict[str, Any]:
@@ -83,8 +84,7 @@ def shared_rows(train_x: np.ndarray, other_x: np.ndarray, train_y: np.ndarray | 
     whose target is also the same)."""
     if len(other_x) == 0:
         return 0
-    seen = set(_row_keys(train_x, train_y))
-    return int(sum(k in seen for k in _row_keys(other_x, other_y)))
+    return int(leaked_keys(_with_targets(row_keys(train_x), train_y), _with_targets(row_keys(other_x), other_y)).sum())
 
 
 BASELINE_ROWS = 2000        # rows of the training split the baselines are fitted on (at most)
@@ -97,46 +97,61 @@ def _standardized(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mean) / std for a in (train, *others)]
 
 
+def _float64_blocks(x: torch.Tensor, keep: torch.Tensor | None, size: int = 2048):
+    """The rows of `x` (those `keep` marks) as float64 arrays of at most `size` rows: no float64 copy of
+    the whole split at once."""
+    flat = x.reshape(len(x), -1)
+    for i in range(0, len(flat), size):
+        block = flat[i:i + size] if keep is None else flat[i:i + size][keep[i:i + size].to(flat.device)]
+        yield block.double().cpu().numpy()
+
+
 def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-              task: str, seed: int = 0, net: np.ndarray | None = None) -> dict[str, Any]:
+              task: str, seed: int = 0, keep: torch.Tensor | None = None,
+              net: np.ndarray | None = None) -> dict[str, Any]:
     """What the data allows: a linear model and a k-NN, fitted on (a sample of) the training rows,
-    standardized, scored on the validation rows (accuracy, or R2 for regression). With `net`, the
-    network's predictions on the same validation rows (labels, or outputs in the target's units),
-    `versus_net` compares it with the linear model row by row (linear_versus_net)."""
+    standardized, scored on the validation rows (those `keep` marks; accuracy, or R2 for regression).
+    With `net`, the network's predictions on those same rows (labels, or outputs in the target's
+    units), `versus_net` compares it with the linear model row by row (linear_versus_net)."""
 
     from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.metrics import accuracy_score, r2_score
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-    xt = train_x.reshape(len(train_x), -1).double().cpu().numpy()
-    xv = val_x.reshape(len(val_x), -1).double().cpu().numpy()
-    yt, yv = train_y.cpu().numpy(), val_y.cpu().numpy()
-    if len(xt) > BASELINE_ROWS:
-        keep = np.random.default_rng(seed).choice(len(xt), BASELINE_ROWS, replace=False)
-        xt, yt = xt[keep], yt[keep]
-    if not (np.isfinite(xt).all() and np.isfinite(xv).all()):
+    xt, yt = train_x.reshape(len(train_x), -1), train_y
+    if len(xt) > BASELINE_ROWS:     # (the sample is taken before the float64 copy: a copy of its rows only)
+        rows = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), BASELINE_ROWS, replace=False))
+        xt, yt = xt[rows.to(xt.device)], yt[rows.to(yt.device)]
+    xt, yt = xt.double().cpu().numpy(), yt.cpu().numpy()
+    yv = (val_y if keep is None else val_y[keep.to(val_y.device)]).cpu().numpy()
+    if not (np.isfinite(xt).all() and all(np.isfinite(b).all() for b in _float64_blocks(val_x, keep))):
         return {}
-    xt, xv = _standardized(xt, xv)
+    mean, std = xt.mean(0), xt.std(0)
+    std[std < 1e-12] = 1.0
+    xt = (xt - mean) / std
     k = int(min(15, max(1, round(len(xt) ** 0.5 / 2))))
     if task == "regression":
         if yt.ndim > 1 and yt.shape[1] == 1:
             yt, yv = yt[:, 0], yv[:, 0]
         models = {"linear": Ridge(alpha=1.0), "knn": KNeighborsRegressor(k, weights="distance")}
-        metric = "r2"
+        metric, score = "r2", r2_score
     else:
         if len(np.unique(yt)) < 2:
             return {}
         models = {"linear": LogisticRegression(max_iter=200), "knn": KNeighborsClassifier(k)}
-        metric = "accuracy"
+        metric, score = "accuracy", accuracy_score
     scores, linear = {}, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, m in models.items():
             try:
-                scores[name] = float(m.fit(xt, yt).score(xv, yv))
+                m.fit(xt, yt)       # scored a block of validation rows at a time (standardized like the training)
+                pred = np.concatenate([m.predict((b - mean) / std) for b in _float64_blocks(val_x, keep)])
+                scores[name] = float(score(yv, pred.reshape(yv.shape)))
             except ValueError:
                 continue
             if name == "linear":
-                linear = m.predict(xv)
+                linear = pred.reshape(yv.shape)
     if not scores:
         return {}
     out = {"metric": metric, "val": max(scores.values()), "models": scores, "k": k, "rows": int(len(xt))}
@@ -178,14 +193,14 @@ def label_noise(model_probs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, con
     underfits is wrong on many rows its neighbours get right, so it does not inflate the estimate."""
     from sklearn.neighbors import NearestNeighbors
 
-    xs = x.reshape(len(x), -1).double().cpu().numpy()
     ys = y.long().cpu().numpy()
-    if len(xs) < 20 or not np.isfinite(xs).all() or not torch.isfinite(model_probs).all():
+    rows = np.arange(len(x))
+    if len(x) > BASELINE_ROWS:          # a sample is enough for a rate, and keeps this to milliseconds
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS, replace=False))
+    xs = x.reshape(len(x), -1)[torch.from_numpy(rows).to(x.device)].double().cpu().numpy()   # the sample's rows
+    if len(x) < 20 or not np.isfinite(xs).all() or not torch.isfinite(model_probs).all():
         return {}
-    rows = np.arange(len(xs))
-    if len(xs) > BASELINE_ROWS:          # a sample is enough for a rate, and keeps this to milliseconds
-        rows = np.sort(np.random.default_rng(seed).choice(len(xs), BASELINE_ROWS, replace=False))
-    (xs_std,) = _standardized(xs[rows])
+    (xs_std,) = _standardized(xs)
     k = 10
     nn_idx = NearestNeighbors(n_neighbors=min(k + 1, len(rows))).fit(xs_std).kneighbors(
         xs_std, return_distance=False)[:, 1:]
@@ -258,31 +273,32 @@ def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
 
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
-    ds = prepared.dataset
+    ds, ix = prepared.dataset, prepared.indices
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
+    every_key = prepared.row_keys or row_keys(ds.x)     # (a Prepared made by hand may not carry them)
+
+    def keys(split: str, targets: bool = False) -> list[bytes]:
+        return _with_targets([every_key[i] for i in ix[split]], ds.y[ix[split]] if targets else None)
+
     facts: dict[str, Any] = {
         "data": {"name": ds.name, "task": task, "shape": list(ds.x.shape[1:]), "classes": list(ds.classes),
                  "rows": {k: 0 if v is None else len(v) for k, v in splits.items()},
                  "preparation": ds.preparation},
         "scales": feature_scales(*_without_codes(prepared.train.x, ds)),
-        "leakage": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]])
-                    for k in ("val", "test")},
-        "leakage_same_target": {k: shared_rows(ds.x[prepared.indices["train"]], ds.x[prepared.indices[k]],
-                                               ds.y[prepared.indices["train"]], ds.y[prepared.indices[k]])
+        "leakage": {k: int(leaked_keys(keys("train"), keys(k)).sum()) for k in ("val", "test")},
+        "leakage_same_target": {k: int(leaked_keys(keys("train", True), keys(k, True)).sum())
                                 for k in ("val", "test")},
     }
     val = prepared.val
     if val is not None and len(val) >= 10 and (task == "regression" or val.y.dim() == 1):
         # scored on the validation rows that are not copies of training rows: a baseline fitted on a
         # row's copy measures memory, not what the data allows
-        ix = prepared.indices
-        fresh = torch.from_numpy(~leaked_mask(ds.x[ix["train"]], ds.y[ix["train"]], ds.x[ix["val"]], ds.y[ix["val"]]))
+        fresh = torch.from_numpy(~leaked_keys(keys("train", True), keys("val", True)))
         if int(fresh.sum()) < 10:
             fresh[:] = True
-        keep = fresh.to(val.x.device)
-        out = _outputs(model, val.x[keep], eval_batch)
+        out = _outputs(model, val.x, eval_batch)[fresh]
         net = (out if task == "regression" else predictions(out, task)).numpy()
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x[keep], val.y[keep], task, net=net)
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task, keep=fresh, net=net)
         if facts["baseline"]:
             facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
@@ -306,8 +322,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         part = splits[k]
         if part is None or part.y.dim() != 1 or not facts["leakage_same_target"].get(k):
             continue
-        ix = prepared.indices
-        leaked = leaked_mask(ds.x[ix["train"]], ds.y[ix["train"]], ds.x[ix[k]], ds.y[ix[k]])
+        leaked = leaked_keys(keys("train", True), keys(k, True))
         pred = class_probabilities(_outputs(model, part.x, eval_batch), loss_kind).argmax(1)
         lift[k] = leak_lift((pred == part.y.long().cpu()).numpy(), leaked)
     if lift:

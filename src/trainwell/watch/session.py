@@ -39,15 +39,14 @@ class WatchSession:
             write_json(self.run_dir / FACTS, facts)
         ev = Evidence(self.recipe.to_dict(), trainer.state.history, metrics, probes, facts)
         findings = diagnose(ev) if w.doctor else []
-        if self.run_dir is not None:
-            if w.doctor:
-                write_diagnosis(self.run_dir, findings)
-            if w.report:
-                from ..report.html import write_report
-
-                write_report(self.run_dir, ev, findings)
-        if not quiet and w.doctor:
+        if self.run_dir is not None and w.doctor:
+            write_diagnosis(self.run_dir, findings)
+        if not quiet and w.doctor:      # said before the report is drawn: nothing more to wait for
             print_summary(findings)
+        if self.run_dir is not None and w.report:
+            from ..report.html import write_report
+
+            write_report(self.run_dir, ev, findings)
         return findings
 
 
