@@ -80,7 +80,7 @@ def test_a_csv_split_is_identified_by_the_file_and_fits_recipes_that_encode_it_o
         tw.fit(out=False, quiet=True, **{**csv, "data.source": str(tmp_path / "t2.csv")},
                **{"data.drop": ["rownames"], "data.split_file": str(tmp_path / "a")})
     # a split file written before file hashes (the loaded data's sha256) still fits its data
-    ds = first.extras["data"].dataset
+    ds = load_source(first.recipe.data, first.recipe.seed)      # the rows as loaded, in the file's order
     old = tmp_path / "old.npz"
     old.write_bytes(splits_bytes(Splits(saved["train"], saved["val"], saved["test"]), n, data_sha256(ds.x, ds.y)))
     again = tw.fit(out=False, quiet=True, **csv, **{"data.drop": ["rownames"], "data.split_file": str(old)})
