@@ -203,3 +203,16 @@ def test_linear_better_on_a_small_linear_regression(tmp_path):
     assert vs["net"] == pytest.approx(run.metrics["val"]["r2"], abs=1e-5)      # the returned model, target units
     finding = next(f for f in run.extras["findings"] if f.rule == "linear_better")
     assert finding.evidence["versus_net"]["gap"] > 0.05 and finding.overrides == {"train.average.kind": "ensemble"}
+
+
+def test_underfitting_names_the_best_baseline_and_skips_a_missing_one():
+    # A baseline model that could not be fitted is recorded as None: the message names the best fitted
+    # one (k-NN here), and a baseline record without any fitted model says "baseline" (found by the fuzz test).
+    rows = [{"epoch": e, "train_accuracy": 0.50, "val_accuracy": 0.50} for e in (1, 2, 3)]
+    facts = {"baseline": {"metric": "accuracy", "val": 0.90, "models": {"linear": None, "knn": 0.90}},
+             "data": {"rows": {"val": 400}}}
+    (f,) = RULES["underfitting"](Evidence({}, rows, {}, {}, facts))
+    assert "while a knn model" in f.message
+    facts["baseline"]["models"] = {"linear": None}
+    (f,) = RULES["underfitting"](Evidence({}, rows, {}, {}, facts))
+    assert "while a baseline model" in f.message

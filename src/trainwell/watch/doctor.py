@@ -349,6 +349,14 @@ def _more_decay(ev: Evidence) -> float:
         else 1e-2
 
 
+def _best_baseline(base: dict) -> str:
+    """The name of the baseline model with the best finite validation score ("baseline" when none has one)."""
+    models = base.get("models")
+    scores = {k: _num(v) for k, v in models.items()} if isinstance(models, dict) else {}
+    scores = {k: v for k, v in scores.items() if math.isfinite(v)}
+    return max(scores, key=scores.get) if scores else "baseline"
+
+
 def underfitting(ev: Evidence) -> list[Finding]:
     """Judged against what the data allows: the better of a linear model and a k-NN fitted on the
     same training rows and scored on the same validation rows (facts.baseline). Underfitting is a
@@ -384,7 +392,7 @@ def underfitting(ev: Evidence) -> list[Finding]:
     options += _capacity(ev)
     return [finding(ev, "underfitting", "warning",
                     f"underfitting: the best validation {metric} is {_fmt(best_val)}, the best training {metric} "
-                    f"{_fmt(best_train)} ({source}), while a {max(base.get('models', {'baseline': 0}), key=lambda k: base.get('models', {}).get(k, -1))} "
+                    f"{_fmt(best_train)} ({source}), while a {_best_baseline(base)} "
                     f"model fitted on the same rows reaches {_fmt(target)} on validation",
                     {f"best_val_{metric}": best_val, f"best_train_{metric}": best_train, "baseline": base,
                      "source": source, "still_improving": still},
