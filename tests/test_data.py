@@ -58,18 +58,6 @@ def test_bundled_sets_equal_scikit_learns_loaders(name):
     assert names == tuple(str(n) for n in bunch.feature_names)
 
 
-def test_loading_a_bundled_set_does_not_import_scikit_learn():
-    import json
-    import subprocess
-    import sys
-
-    code = ("import sys, json\nfrom trainwell.data.sources import load_source\nfrom trainwell.recipe import load_recipe\n"
-            "ds = load_source(load_recipe(None, {}).data, 0)\n"
-            "print(json.dumps([ds.name, ds.x.shape, 'sklearn' in sys.modules, 'scipy' in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.splitlines()[-1]) == ["digits", [1797, 64], False, False]
-
-
 def test_synthetic_sources_are_seeded():
     d = load_recipe(None, {"data.source": "spirals", "data.classes": 3}).data
     a, b, c = load_source(d, 0), load_source(d, 0), load_source(d, 1)

@@ -64,6 +64,11 @@ def _fit(args: argparse.Namespace) -> int:
 
         fit_protocol(recipe, out=args.out, quiet=args.quiet)
         return 0
+    world = _world()
+    if recipe.watch.report and (args.nproc or 1) == 1 and (world is None or world.main):
+        from .report.painter import prestart
+
+        prestart()          # the report's figures: matplotlib imported on another core while torch is here
     nproc = _workers(args)
     if nproc > 1:                              # this process launches the workers, each runs this command
         from . import distributed as ddp
@@ -109,11 +114,10 @@ def _resume(args: argparse.Namespace) -> int:
 def _workers(args: argparse.Namespace) -> int:
     """--nproc N > 1: the number of workers this process should launch. Inside a worker (started by
     torchrun or by --nproc) it joins the process group and returns 1: the worker runs the command."""
-    from . import distributed as ddp
-
-    world = ddp.launched()
+    world = _world()
     if world is None:
         return args.nproc or 1
+    from . import distributed as ddp
     from .recipe import load_recipe, parse_overrides
 
     source = args.recipe if args.command == "fit" else Path(args.run_dir) / "recipe.toml"
@@ -121,6 +125,12 @@ def _workers(args: argparse.Namespace) -> int:
         or source.is_file() else "auto"      # another machine's worker may not see the run folder
     ddp.init_worker(world, args.backend, device)
     return 1
+
+
+def _world():
+    from .world import launched
+
+    return launched()
 
 
 def _recipe(args: argparse.Namespace) -> int:
