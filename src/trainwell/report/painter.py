@@ -1,13 +1,13 @@
 """The report's figures, drawn in a helper process while the run finishes.
 
 The figures are most of what a report costs: importing matplotlib (about half a second) and then
-0.1-0.4 s a figure, all after the last epoch. A `Painter` starts `python -m trainwell.report.painter`
+0.1-0.4 s a figure, all after the last epoch. A `Painter` starts a helper Python process (`main`)
 as soon as a run knows it will write a report (the command line: before it imports torch). The
 helper imports matplotlib and draws a small warm-up figure on another core while this process
 imports torch and trains. After training, `begin` hands it the history, probes and metrics: it draws
 every figure that does not read the facts while this process gathers the facts and runs the doctor;
 `finish` hands it the facts and returns the PNG bytes of every figure it drew, once the last one is
-drawn. The page is the same, byte for byte, as one drawn in this process (tests/test_report.py).
+drawn. The page is the same, byte for byte, as one drawn in this process (tests/test_report_painter.py).
 
 Whatever the helper does not deliver (it did not start, it died, a figure raised there, or it took
 longer than `WAIT_S`) report/html.py draws in this process, as it would without a helper: the report
@@ -30,6 +30,11 @@ WAIT_S = 120.0          # the longest `finish` waits for the helper's figures be
 
 _early: Painter | None = None
 
+# The helper's command: this trainwell package (which may be on a path set at run time, a notebook's or a
+# test's), then `main`. The folder goes first only when it is not on the path already (site-packages is).
+_BOOT = ("import sys\nif sys.argv[1] not in sys.path:\n    sys.path.insert(0, sys.argv[1])\n"
+         "from trainwell.report.painter import main\nmain()")
+
 
 class Painter:
     def __init__(self, proc: subprocess.Popen):
@@ -49,12 +54,10 @@ class Painter:
         no helper can be started."""
         if "matplotlib" in sys.modules or not sys.executable:
             return None
-        root = str(Path(__file__).resolve().parents[2])      # the folder that holds the trainwell package
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        root = str(Path(__file__).resolve().parents[2])      # the folder that holds this trainwell package
         try:
-            proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, env=env)
+            proc = subprocess.Popen([sys.executable, "-c", _BOOT, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
         except OSError:
             return None
         return cls(proc)
@@ -89,8 +92,11 @@ class Painter:
             while (msg := self._outbox.get()) is not None:
                 pickle.dump(msg, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 self.proc.stdin.flush()
+        except Exception:       # the helper is gone, or a value would not pickle: what it did not draw is drawn here
+            pass
+        try:
             self.proc.stdin.close()
-        except (OSError, ValueError):    # the helper is gone: what it did not draw is drawn here
+        except OSError:
             pass
 
     def _read(self) -> None:
@@ -98,7 +104,7 @@ class Painter:
             while True:
                 key, png = pickle.load(self.proc.stdout)
                 self.drawn[key] = png
-        except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError):
+        except Exception:       # EOF: the helper has sent all it drew (or died)
             pass
 
 
@@ -143,39 +149,95 @@ def _warm_up() -> None:
     plots._png(fig)
 
 
+_LATER = "later"        # a forked half's answer for a figure that needs the facts (see _draw_halved)
+
+
+def _draw(keys: list[str], ev, send) -> list[str]:
+    """Draw `keys`, sending (key, PNG bytes or None) for each drawn; the keys that wait for the facts are
+    returned. A figure that raises is not sent: the main process draws it again, where its error shows."""
+    from . import plots
+
+    later = []
+    for key in keys:
+        try:
+            png = plots.FIGURES[key][1](ev)
+        except _Later:
+            later.append(key)
+            continue
+        except Exception:
+            continue
+        send((key, png))
+    return later
+
+
+def _draw_halved(keys: list[str], ev, send) -> list[str]:
+    """`_draw` on two cores: a forked copy of this helper (matplotlib imported, fonts loaded) draws every
+    other figure and hands its results back through a pipe. Where fork is not safe (outside Linux) or
+    fails, one process draws them all."""
+    if sys.platform != "linux" or len(keys) < 2:
+        return _draw(keys, ev, send)
+    mine, theirs = keys[::2], keys[1::2]
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return _draw(keys, ev, send)
+    if pid == 0:                                   # the copy: draw, hand back, and leave at once
+        code = 1
+        try:
+            os.close(r)
+            with os.fdopen(w, "wb") as pipe:
+                for key in _draw(theirs, ev, lambda msg: pickle.dump(msg, pipe, protocol=pickle.HIGHEST_PROTOCOL)):
+                    pickle.dump((key, _LATER), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    later = _draw(mine, ev, send)
+    with os.fdopen(r, "rb") as pipe:
+        while True:
+            try:
+                key, png = pickle.load(pipe)
+            except (EOFError, pickle.UnpicklingError):
+                break
+            if isinstance(png, str) and png == _LATER:
+                later.append(key)
+            else:
+                send((key, png))
+    os.waitpid(pid, 0)
+    return later
+
+
 def serve(inp, out) -> None:
     """Draw the report's figures as the evidence and then the facts arrive on `inp`; send each
-    figure's (key, PNG bytes or None) on `out`. A figure that raises is not sent (it is drawn again
-    by the main process, where its error shows)."""
+    figure's (key, PNG bytes or None) on `out`. The first pass (no facts yet) draws on two cores; a
+    figure that reads the facts waits for them."""
     from ..watch.evidence import Evidence
     from . import plots
+
+    def send(msg) -> None:
+        pickle.dump(msg, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
 
     _warm_up()
     pending, ev = list(plots.FIGURES), None
     while pending:
         try:
-            msg = pickle.load(inp)
+            kind, value = pickle.load(inp)
         except EOFError:
             return
-        kind, value = msg
         if kind == "evidence":
             ev = Evidence(**value, facts=_Awaited())
+            pending = _draw_halved(pending, ev, send)
         elif ev is not None:
             ev.facts = value
-        for key in list(pending):
-            try:
-                png = plots.FIGURES[key][1](ev)
-            except _Later:
-                continue
-            except Exception:
-                pending.remove(key)
-                continue
-            pending.remove(key)
-            pickle.dump((key, png), out, protocol=pickle.HIGHEST_PROTOCOL)
-            out.flush()
+            pending = _draw(pending, ev, send)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The helper process."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the main process's to handle; EOF ends this one
