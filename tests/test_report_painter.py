@@ -140,3 +140,19 @@ def test_no_helper_where_matplotlib_is_already_imported():
     import matplotlib  # noqa: F401
 
     assert painter.Painter.start() is None
+
+
+def test_the_evidence_reaches_the_helper_in_plain_types():
+    """A numpy or torch value among the metrics (torch's version string is one) would make the helper
+    import torch to unpickle it: they are sent as the JSON of the run folder holds them."""
+    import numpy as np
+    import torch
+
+    metrics = {"environment": {"torch": torch.__version__}, "ece": np.float32(0.25), "rows": np.int64(7),
+               "bins": np.arange(3), "t": torch.tensor([1.5, 2.0]), "ok": np.bool_(True), "pair": (1, 2.5)}
+    sent = painter.plain(metrics)
+    assert sent == {"environment": {"torch": str(torch.__version__)}, "ece": 0.25, "rows": 7, "bins": [0, 1, 2],
+                    "t": [1.5, 2.0], "ok": True, "pair": [1, 2.5]}
+    code = "import pickle, sys\npickle.loads(sys.stdin.buffer.read())\nprint('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(sent), capture_output=True, check=True)
+    assert out.stdout.split() == [b"False", b"False"]

@@ -64,12 +64,13 @@ class Painter:
 
     def begin(self, recipe: dict, history: list, metrics: dict, probes: dict) -> None:
         """Draw what needs no facts."""
-        self._outbox.put(("evidence", {"recipe": recipe, "history": history, "metrics": metrics, "probes": probes}))
+        self._outbox.put(("evidence", plain({"recipe": recipe, "history": history, "metrics": metrics,
+                                             "probes": probes})))
 
     def finish(self, facts: dict) -> dict[str, bytes | None]:
         """Draw the rest; {figure key: PNG bytes, or None when the run holds nothing to draw} for every
         figure the helper drew."""
-        self._outbox.put(("facts", facts))
+        self._outbox.put(("facts", plain(facts)))
         self._outbox.put(None)          # then close its input: the helper exits once it has drawn
         self._reader.join(WAIT_S)
         self.close()
@@ -106,6 +107,25 @@ class Painter:
                 self.drawn[key] = png
         except Exception:       # EOF: the helper has sent all it drew (or died)
             pass
+
+
+def plain(v: Any) -> Any:
+    """`v` in Python's own types, as the run folder's JSON holds it: a numpy or torch value (torch's version
+    string among the metrics) would make the helper import numpy's or torch's unpickling, torch's a second."""
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, dict):
+        return {plain(k): plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [plain(x) for x in v]
+    if isinstance(v, str):
+        return str(v)
+    for kind in (bool, int, float):
+        if isinstance(v, kind):
+            return kind(v)
+    if hasattr(v, "tolist"):
+        return plain(v.tolist())
+    return v
 
 
 def prestart() -> None:
