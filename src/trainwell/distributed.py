@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,31 +42,9 @@ from .build import pick_device
 from .errors import Interrupted, RecipeError, RunDirError
 from .loop import Trainer
 from .seeding import host_states, set_host_states
+from .world import ENV, World, launched  # noqa: F401  (the launcher's environment, read without torch)
 
-# What torchrun sets in each worker's environment (docs/distributed.md explains each).
-ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 RANK_SEED_STRIDE = 1_000_003      # rank r > 0 draws dropout and augmentation from seed + r x this
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int
-    size: int
-    local_rank: int
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def launched() -> World | None:
-    """The worker's place when started by torchrun / the elastic launcher with more than one worker."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ and "MASTER_ADDR" not in os.environ:
-        return None
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return None
-    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def current() -> World | None:
