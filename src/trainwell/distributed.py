@@ -41,7 +41,7 @@ from . import checkpoint as ckpt
 from .build import pick_device
 from .errors import Interrupted, RecipeError, RunDirError
 from .loop import Trainer
-from .runstate import _np_state, _py_state, _set_np_state, _set_py_state
+from .seeding import host_states, set_host_states
 from .world import ENV, World, launched  # noqa: F401  (the launcher's environment, read without torch)
 
 RANK_SEED_STRIDE = 1_000_003      # rank r > 0 draws dropout and augmentation from seed + r x this
@@ -408,7 +408,7 @@ class DataParallelTrainer(Trainer):
             tensors["cursor.loss_sum"] = cur.loss_sum.cpu()
             if cur.preds is not None:
                 tensors["cursor.preds"] = cur.preds.cpu()
-        return {"tensors": tensors, "meta": {"rng_numpy": _np_state(), "rng_python": _py_state()}}
+        return {"tensors": tensors, "meta": host_states()}
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         every: list[Any] = [None] * self.world.size
@@ -430,8 +430,7 @@ class DataParallelTrainer(Trainer):
         torch.set_rng_state(own["rng.torch"])
         if self.setup.augment is not None and "rng.augment" in own:
             self.setup.augment.load_state_dict({"generator": own["rng.augment"]})
-        _set_np_state(meta[f"rank{self.world.rank}"]["rng_numpy"])
-        _set_py_state(meta[f"rank{self.world.rank}"]["rng_python"])
+        set_host_states(meta[f"rank{self.world.rank}"])
         cur = self.state.cursor
         if cur is not None:
             cur.loss_sum = own["cursor.loss_sum"].to(self.setup.device)
