@@ -93,25 +93,37 @@ def class_of(scores: torch.Tensor) -> torch.Tensor:
     return (scores[:, 0] > 0).long() if scores.shape[1] == 1 else scores.argmax(1)
 
 
-def _sq_distances(q: torch.Tensor, ref: torch.Tensor, ref_sq: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (len(q), len(ref)): one matrix allocated, the rest in place."""
-    return (q @ ref.T).mul_(-2).add_(ref_sq).add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
+class _Distances:
+    """Squared Euclidean distances from blocks of query rows to the rows of `ref`, written into one reused
+    (QUERY_BLOCK, len(ref)) buffer: a new matrix per block would not fit where the last one was once the
+    small results are placed there, and the process would grow by a matrix a block."""
+
+    def __init__(self, ref: torch.Tensor):
+        self.ref, self.ref_sq = ref, torch.einsum("ij,ij->i", ref, ref)
+        self.buffer = torch.empty(QUERY_BLOCK, len(ref), dtype=ref.dtype)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        if len(q) > len(self.buffer):
+            self.buffer = torch.empty(len(q), len(self.ref), dtype=self.ref.dtype)
+        out = torch.matmul(q, self.ref.T, out=self.buffer[:len(q)])
+        return out.mul_(-2).add_(self.ref_sq).add_(torch.einsum("ij,ij->i", q, q)[:, None]).clamp_(min=0)
 
 
 def nearest(queries: Iterable[torch.Tensor], ref: torch.Tensor, k: int):
-    """For each block of query rows: (distances, indices) of its k nearest rows of `ref`, nearest first."""
-    ref_sq = (ref * ref).sum(1)
+    """For each block of (at most QUERY_BLOCK) query rows: (distances, indices) of its k nearest rows of
+    `ref`, nearest first."""
+    distances = _Distances(ref)
     for q in queries:
-        d2, idx = torch.topk(_sq_distances(q, ref, ref_sq), min(k, len(ref)), dim=1, largest=False)
+        d2, idx = torch.topk(distances(q), min(k, len(ref)), dim=1, largest=False)
         yield d2.sqrt(), idx
 
 
 def nearest_others(x: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (rows, k) of the k nearest other rows of `x` to each of its rows, nearest first."""
-    ref_sq = (x * x).sum(1)
+    distances = _Distances(x)
     out = []
     for i in range(0, len(x), QUERY_BLOCK):
-        d2 = _sq_distances(x[i:i + QUERY_BLOCK], x, ref_sq)
+        d2 = distances(x[i:i + QUERY_BLOCK])
         d2[torch.arange(len(d2)), torch.arange(i, i + len(d2))] = float("inf")     # not the row itself
         out.append(torch.topk(d2, min(k, len(x) - 1), dim=1, largest=False).indices)
     return torch.cat(out)

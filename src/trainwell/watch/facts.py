@@ -107,39 +107,46 @@ ECE_BINS = 15
 
 def _float64_blocks(x: torch.Tensor, keep: torch.Tensor | None, size: int = bl.QUERY_BLOCK):
     """The rows of `x` (those `keep` marks) as float64 CPU tensors of at most `size` rows: no float64 copy
-    of the whole split at once."""
+    of the whole split at once. Each block is written over the last (one buffer): use it before the next."""
     flat = x.reshape(len(x), -1)
+    buffer = torch.empty(min(size, len(flat)), flat.shape[1], dtype=torch.float64)
     for i in range(0, len(flat), size):
         block = flat[i:i + size] if keep is None else flat[i:i + size][keep[i:i + size].to(flat.device)]
-        yield block.cpu().double()
+        yield buffer[:len(block)].copy_(block)
 
 
-def _sample(x: torch.Tensor, seed: int) -> torch.Tensor | None:
-    """Positions of at most BASELINE_ROWS rows of `x`, drawn without replacement (None: every row)."""
-    if len(x) <= BASELINE_ROWS:
-        return None
-    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS, replace=False)))
+class TrainingSample:
+    """At most BASELINE_ROWS rows of the training split (drawn without replacement, in split order),
+    standardized in float64: what the baselines and the label-noise estimate are fitted on, copied once
+    for both. `x` is None when one of its values is not finite."""
+
+    def __init__(self, x: torch.Tensor, seed: int = 0):
+        flat = x.reshape(len(x), -1)
+        self.rows = torch.arange(len(x))
+        if len(x) > BASELINE_ROWS:
+            self.rows = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS,
+                                                                                   replace=False)))
+        xs = flat[self.rows.to(flat.device)].cpu().double()         # a copy of the sample's rows only
+        self.x, self.scale = None, None
+        if torch.isfinite(xs).all():
+            self.scale = bl.Standardizer(xs)
+            self.x = self.scale(xs)
 
 
 def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
               task: str, seed: int = 0, keep: torch.Tensor | None = None,
-              net: np.ndarray | None = None) -> dict[str, Any]:
+              net: np.ndarray | None = None, sample: TrainingSample | None = None) -> dict[str, Any]:
     """What the data allows: a linear model (ridge, or logistic regression) and a k-NN, fitted on (a sample
     of) the training rows, standardized, scored on the validation rows (those `keep` marks; accuracy,
     or R2 for regression). With `net`, the network's predictions on those same rows (labels, or outputs
     in the target's units), `versus_net` compares it with the linear model row by row (linear_versus_net).
-    The models are watch/baselines.py's; only the sample is held in float64, the validation rows are
-    read a block at a time."""
-    xt, yt = train_x.reshape(len(train_x), -1), train_y
-    rows = _sample(xt, seed)
-    if rows is not None:            # (the sample is taken before the float64 copy: a copy of its rows only)
-        xt, yt = xt[rows.to(xt.device)], yt[rows.to(yt.device)]
-    xt, yt = xt.cpu().double(), yt.cpu()
+    The models are watch/baselines.py's; only the sample (`sample`, when the caller drew it already) is
+    held in float64, the validation rows are read a block at a time."""
+    sample = sample or TrainingSample(train_x, seed)
+    xt, yt, scale = sample.x, train_y[sample.rows.to(train_y.device)].cpu(), sample.scale
     yv = (val_y if keep is None else val_y[keep.to(val_y.device)]).cpu()
-    if not (torch.isfinite(xt).all() and all(torch.isfinite(b).all() for b in _float64_blocks(val_x, keep))):
+    if xt is None or not all(torch.isfinite(b).all() for b in _float64_blocks(val_x, keep)):
         return {}
-    scale = bl.Standardizer(xt)
-    xt = scale(xt)
     k = int(min(15, max(1, round(len(xt) ** 0.5 / 2))))
 
     def val_blocks():
@@ -195,19 +202,20 @@ def linear_versus_net(y: np.ndarray, linear: np.ndarray, net: np.ndarray, metric
 
 
 def label_noise(model_probs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, confidence: float = 0.6,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, sample: TrainingSample | None = None) -> dict[str, Any]:
     """Estimated share of wrong labels among the training rows: rows that the final model predicts as
     another class with probability >= `confidence`, and that the majority of their nearest
     training neighbours (the row itself left out) also assign to another class. A model that merely
     underfits is wrong on many rows its neighbours get right, so it does not inflate the estimate."""
     ys = y.long().cpu()
-    rows = _sample(x, seed)
-    rows = torch.arange(len(x)) if rows is None else rows   # a sample is enough for a rate, and keeps this to milliseconds
-    xs = x.reshape(len(x), -1)[rows.to(x.device)].cpu().double()     # the sample's rows
-    if len(x) < 20 or not torch.isfinite(xs).all() or not torch.isfinite(model_probs).all():
+    if len(x) < 20:
+        return {}
+    sample = sample or TrainingSample(x, seed)      # a sample is enough for a rate, and keeps this to milliseconds
+    rows = sample.rows
+    if sample.x is None or not torch.isfinite(model_probs).all():
         return {}
     k = 10
-    nn_idx = bl.nearest_others(bl.Standardizer(xs)(xs), k)
+    nn_idx = bl.nearest_others(sample.x, k)
     votes = ys[rows][nn_idx]
     neighbours_agree = (votes == ys[rows][:, None]).double().mean(1)
     conf, pred = model_probs[rows].max(1)
@@ -293,7 +301,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         "leakage_same_target": {k: int(leaked_keys(keys("train", True), keys(k, True)).sum())
                                 for k in ("val", "test")},
     }
-    val = prepared.val
+    val, sample = prepared.val, None
     if val is not None and len(val) >= 10 and (task == "regression" or val.y.dim() == 1):
         # scored on the validation rows that are not copies of training rows: a baseline fitted on a
         # row's copy measures memory, not what the data allows
@@ -302,7 +310,9 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
             fresh[:] = True
         out = _outputs(model, val.x, eval_batch)[fresh]
         net = (out if task == "regression" else predictions(out, task)).numpy()
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task, keep=fresh, net=net)
+        sample = TrainingSample(prepared.train.x)
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task, keep=fresh, net=net,
+                                      sample=sample)
         if facts["baseline"]:
             facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
@@ -313,7 +323,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     train = prepared.train
     if train.y.dim() == 1:
         probs = class_probabilities(_outputs(model, train.x, eval_batch), loss_kind)
-        facts["noise"] = label_noise(probs, train.x, train.y)
+        facts["noise"] = label_noise(probs, train.x, train.y, sample=sample)
         facts["suspects"] = [
             {"index": int(prepared.indices["train"][i]), "label": ds.classes[int(train.y[i])],
              "prediction": ds.classes[p], "confidence": round(c, 4)}
