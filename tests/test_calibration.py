@@ -48,6 +48,39 @@ def test_matches_an_independent_one_dimensional_minimizer():
     assert fit_temperature(out, y) == pytest.approx(ref, rel=1e-4)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), classes=st.sampled_from([1, 2, 5]))
+def test_every_row_right_keeps_t_at_one_as_no_temperature_minimizes_the_nll(seed, classes):
+    """Every label with the strictly largest output: each row's NLL falls as T falls (checked on a grid),
+    so there is no minimum to find; L-BFGS would stop wherever it ran out (T 0.04-0.06 seen). One wrong row
+    brings a minimum back, found as the independent minimizer finds it."""
+    g = torch.Generator().manual_seed(seed)
+    n = 40
+    y = torch.randint(0, max(classes, 2), (n,), generator=g)
+    out = torch.randn(n, classes, generator=g, dtype=torch.float64)
+    if classes == 1:
+        out = (2 * y - 1).double().reshape(-1, 1) * (out.abs() + 0.1)
+    else:
+        out[torch.arange(n), y] = out.amax(1) + 0.1 + torch.rand(n, generator=g, dtype=torch.float64)
+
+    def nll(o, t):
+        if classes == 1:
+            return float(torch.nn.functional.binary_cross_entropy_with_logits(o[:, 0] / t, y.double()))
+        return float(torch.nn.functional.cross_entropy(o / t, y))
+
+    grid = [nll(out, t) for t in (4.0, 1.0, 0.25, 0.0625, 0.01)]
+    assert all(a > b for a, b in zip(grid, grid[1:]))
+    assert fit_temperature(out, y) == 1.0
+    wrong = out.clone()
+    if classes == 1:
+        wrong[0, 0] = -wrong[0, 0]
+    else:
+        wrong[0] = wrong[0].flip(0) if wrong[0].argmax() != classes - 1 - wrong[0].argmax() else wrong[0].roll(1)
+    ref = minimize_scalar(lambda t: nll(wrong, t), bounds=(1e-3, 1e3), method="bounded", options={"xatol": 1e-10}).x
+    if ref < 999:       # (a model worse than uniform wants T -> infinity; not this test's case)
+        assert fit_temperature(wrong, y) == pytest.approx(ref, rel=1e-3)
+
+
 def test_ece_falls_and_the_argmax_stays_on_the_over_confident_model():
     out, y = _over_confident(3.0)
     t = fit_temperature(out, y)

@@ -5,9 +5,11 @@ gives a one-line hint and exit 2; `tw.load(RUN_DIR, model=Net())` returns the tr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +125,26 @@ def test_custom_data_alone_is_refused_by_the_cli_with_a_hint(tmp_path, capsys):
     # The recipe's own network needs no module to load; predict reads arrays like the training rows.
     table = tw.predict(tw.load(run.path), torch.from_numpy(x[:5].astype(np.float32)))
     assert len(table) == 5
+
+
+def test_load_refuses_a_module_for_a_run_of_the_recipes_network(tmp_path):
+    """A recipe-built run is rebuilt by tw.load (with its log-softmax head under loss nll); a module given
+    in its place, even one with the very weights' names, is refused: with nll it would give wrong
+    probabilities, silently (checked here: its softmax is not the run's)."""
+    x, y = _data(60)
+    run = tw.fit(out=tmp_path / "run", quiet=True, data=(x, y),
+                 **{"model.hidden": [8], "model.norm": "none", "loss.kind": "nll", **QUICK})
+    rows = torch.from_numpy(x[:5].astype(np.float32))
+    with torch.inference_mode():
+        expected = run.model.eval()(run.extras["data"].normalizer.transform(rows)).exp()    # log-probabilities
+    table = tw.predict(tw.load(run.path), rows)
+    np.testing.assert_allclose(table[[f"prob_{c}" for c in run.metrics["classes"]]].to_numpy(), expected.numpy(),
+                               rtol=1e-5, atol=1e-7)
+    same_names = copy.deepcopy(run.model)
+    del same_names.log_softmax                      # what a user would write: the MLP without the head
+    with pytest.raises(tw.DataError, match=r"^model: .*model.kind = 'mlp'.*leave model= out"):
+        tw.load(run.path, model=same_names)
+    assert "`load-module-for-recipe-network`" in (Path(__file__).parents[1] / "docs" / "errors.md").read_text()
 
 
 def test_a_custom_regression_module_round_trips_through_load(tmp_path):

@@ -35,13 +35,26 @@ def nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, target.long())
 
 
+def all_right(out: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether every row's label has the strictly largest output (one logit: the right sign). Then each
+    row's nll(out / T) falls as T falls, towards 0: no T > 0 minimizes it."""
+    if out.shape[1] == 1:
+        return bool(((out[:, 0] > 0) == target.bool()).all() and (out[:, 0] != 0).all())
+    mine = out.gather(1, target.long().reshape(-1, 1))
+    others = out.masked_fill(F.one_hot(target.long(), out.shape[1]).bool(), float("-inf"))
+    return bool((mine[:, 0] > others.amax(1)).all())
+
+
 def fit_temperature(out: torch.Tensor, target: torch.Tensor, max_iter: int = 100) -> float:
     """The T > 0 minimizing nll(out / T, target): L-BFGS (strong Wolfe line search) over log T, from T = 1,
-    in float64. `out`: the validation split's outputs (logits or log-probabilities), `target`: its labels."""
+    in float64. `out`: the validation split's outputs (logits or log-probabilities), `target`: its labels.
+    When every row is classified right (`all_right`) there is no minimum, only T -> 0: T = 1 is kept."""
     out = out.detach().double().cpu()
     target = target.detach().cpu()
     if len(target) == 0:
         raise ValueError("temperature scaling needs validation rows")
+    if all_right(out, target):
+        return 1.0
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-10, tolerance_change=1e-12)
@@ -55,7 +68,7 @@ def fit_temperature(out: torch.Tensor, target: torch.Tensor, max_iter: int = 100
     with torch.enable_grad():
         opt.step(closure)
     t = float(log_t.detach().exp())
-    if not math.isfinite(t) or t <= 0:       # all rows right with growing margins: no finite optimum
+    if not math.isfinite(t) or t <= 0:
         return 1.0
     return t
 
@@ -97,6 +110,8 @@ def temperature_scale(trainer, prepared, metrics: dict, evaluate) -> nn.Module:
     pick = lambda figures: {k: figures[k] for k in ("nll", "ece") if k in figures}     # noqa: E731
     metrics["temperature"] = {
         "temperature": t, "fitted_on": "val",
+        **({"note": "every validation row is classified right: no temperature minimizes their NLL (it falls "
+                    "as T falls to 0), so T = 1 is kept"} if all_right(out, val.y) else {}),
         "before": {split: pick(metrics[split]) for split in ("val", "test") if metrics.get(split)},
         "after": {split: pick(after[split]) for split in ("val", "test") if after.get(split)}}
     metrics["val"], metrics["test"] = after["val"], after["test"]

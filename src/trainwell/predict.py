@@ -81,6 +81,10 @@ def load_run(run_dir: str | Path, model: torch.nn.Module | None = None
     recipe = load_recipe(run_dir / RECIPE)
     if recipe.model.kind == "custom" and model is None:
         refuse(recipe.model)
+    if model is not None and recipe.model.kind != "custom":      # (its nll head, target scale: the recipe's)
+        raise DataError(f"model: {run_dir} trained the recipe's network (model.kind = {recipe.model.kind!r}), "
+                        "which tw.load rebuilds itself; leave model= out (it is for a run of your own module, "
+                        "model.kind = \"custom\")")
     pointer = scored_weights(run_dir, recipe.stopping.restore_best)
     loaded = [load_checkpoint(run_dir / name)[0] for name in pointer["files"]]
     models = [_network(recipe, schema, unprefixed(pointer["tensors"], t),

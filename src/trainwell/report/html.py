@@ -90,6 +90,7 @@ def temperature_section(metrics: dict[str, Any]) -> str:
     return (f"<h3 id='temperature'>Temperature scaling</h3><p>T = <b>{t['temperature']:.4g}</b>, fitted on the "
             "validation split (never the test split); the metrics above are after scaling, which leaves every "
             "predicted class, and so accuracy, as it was.</p>"
+            + (f"<p>{_e(t['note'])}.</p>" if t.get("note") else "")
             + _table(rows, ("split", "NLL before", "NLL after", "ECE before", "ECE after")))
 
 
