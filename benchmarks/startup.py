@@ -11,8 +11,10 @@ hand-written PyTorch script that does the same.
 
 Both are started as fresh processes, interleaved over repeats (the order shuffled per repeat);
 the figure is the median wall time of each, and their ratio (goal: trainwell <= 1.15x the script).
-Each trainwell run also reports where its time went: the seconds until the first epoch began
-(imports, data, build), the epochs, and after the last epoch (test, metrics, doctor, report).
+Each trainwell run also reports where its time went, from the times its files were written: until
+recipe.toml (imports, data, build: just before the first epoch), the epochs (until the last write of
+history.csv), the conclusion (test split, calibration: metrics.json), the facts and the doctor
+(diagnosis.json), the report (report.html: the wait for its figures) and the exit.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/startup.py [--repeats 5]
 """
@@ -72,19 +74,26 @@ print(f"epoch {epoch} val_accuracy {acc:.4f}")
 TARGET = ["--set", "stopping.monitor=val_accuracy", "--set", "stopping.stopping_threshold=0.97"]
 
 
+# Where a run's time went: the file whose write ends each phase (see the docstring).
+PHASES = {"start": "recipe.toml", "epochs": "history.csv", "conclude": "metrics.json", "doctor": "diagnosis.json",
+          "report": "report.html"}
+
+
 def run_trainwell(folder: Path, i: int) -> dict:
     out = folder / f"run{i}"
-    tic = time.perf_counter()
+    tic, t0 = time.perf_counter(), time.time()
     proc = subprocess.run([sys.executable, "-m", "trainwell.cli", "fit", "--out", str(out), *TARGET],
                           capture_output=True, text=True)
-    wall = time.perf_counter() - tic
+    wall, t1 = time.perf_counter() - tic, time.time()
     if proc.returncode != 0:
         raise SystemExit(f"trainwell fit failed:\n{proc.stderr}")
     metrics = json.loads((out / "metrics.json").read_text())
     with open(out / "history.csv") as f:
         history = list(csv.DictReader(f))
     epochs = sum(float(r["seconds"]) for r in history)
-    return {"wall": wall, "epochs": len(history), "epoch_seconds": epochs,
+    ends = [t0] + [(out / name).stat().st_mtime for name in PHASES.values()] + [t1]
+    phases = {name: b - a for name, a, b in zip([*PHASES, "exit"], ends, ends[1:])}
+    return {"wall": wall, "epochs": len(history), "epoch_seconds": epochs, "phases": phases,
             "val_accuracy": float(history[-1]["val_accuracy"]), "stop": metrics["stop_reason"]}
 
 
@@ -105,6 +114,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    load = os.getloadavg()
     contenders = {"trainwell": run_trainwell, "script": run_script}
     results: dict[str, list[dict]] = {k: [] for k in contenders}
     order = list(contenders)
@@ -127,6 +137,11 @@ def main() -> None:
         print(f"{k:<12}{v:>8.2f}{epochs:>8.0f}{v / med['script']:>11.2f}")
     print(f"\ntrainwell: {inside:.2f} s in its epochs (training, validation, checkpoints), "
           f"{med['trainwell'] - inside:.2f} s outside them (start-up, data, test, doctor, report)")
+    phases = {k: statistics.median(x["phases"][k] for x in tw_runs) for k in tw_runs[0]["phases"]}
+    print("trainwell by phase (medians, s; from the times its files were written): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+    print(f"load average (1, 5, 15 min): at the start {' '.join(f'{x:.2f}' for x in load)}, "
+          f"at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"goal: trainwell <= 1.15x the script ({med['trainwell'] / med['script']:.2f})")
 
 

@@ -80,6 +80,9 @@ def _make_world(root: Path) -> None:
     tw.fit(out=root / "done", quiet=True, **{
         "data.source": "moons", "data.n_samples": 100, "model.hidden": [8], "train.epochs": 2,
         "watch.probes": False, "watch.doctor": False, "watch.report": False})
+    with np.load(root / "done" / "splits.npz") as f:      # a hand-made split file: a training row in test too
+        parts = {k: f[k] for k in f.files}
+    np.savez(root / "overlap_splits.npz", **{**parts, "test": np.concatenate([parts["test"], parts["train"][:3]])})
     quick = {"train.epochs": 1, "watch.probes": False, "watch.doctor": False, "watch.report": False}
     tw.fit(out=root / "custom", quiet=True, model=torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)),
            data=(x, y), **quick)
@@ -217,6 +220,8 @@ CASES = [
          ("data.split_file", "data of 100 rows, this data has 120", "only fits the data it was made from")),
     Case("split-file-other-data", fit(*sets("data.split_file=\"{w}/done/splits.npz\"", "data.noise=0.2")),
          ("data.split_file", "made from other data (sha256", "only fits the data it was made from")),
+    Case("split-file-overlap", fit(*sets("data.split_file=\"{w}/overlap_splits.npz\"")),
+         ("data.split_file", "overlap_splits.npz holds row", "in both train and test", "each row belongs to one split")),
     Case("features-not-a-column", fit(*sets("data.source=\"{w}/good.csv\"", "data.features=[\"x1\",\"x3\"]")),
          ("data.features: 'x3' is not a feature column of good.csv", "columns: x1, x2")),
     Case("cnn-too-deep", fit(*sets("data.source=\"shapes\"", "data.image_size=8", "model.kind=\"cnn\"",

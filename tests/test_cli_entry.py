@@ -45,3 +45,29 @@ def test_a_bare_interrupt_says_what_stays_and_how_to_write_the_report(monkeypatc
     assert cli.main(["recipe"]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("trainwell: interrupted; ") and "trainwell report RUN_DIR" in err
+
+
+def _entry(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    """`trainwell ARGS` as the console script runs it, with an exit handler that leaves a file."""
+    code = ("import atexit, pathlib, sys\n"
+            f"atexit.register(lambda: pathlib.Path({str(tmp_path / 'handler-ran')!r}).write_text('yes'))\n"
+            f"sys.argv = ['trainwell', *{args!r}]\n"
+            "from trainwell.cli import entry\nentry()")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_command_ends_after_its_exit_handlers_with_its_output_flushed(tmp_path):
+    """After a command that succeeded the process skips the interpreter's teardown, but nothing else:
+    the exit handlers run, the whole output arrives, the exit code is 0."""
+    from trainwell.recipe import load_recipe
+
+    out = _entry(["recipe"], tmp_path)
+    assert out.returncode == 0 and (tmp_path / "handler-ran").read_text() == "yes"
+    assert out.stdout == load_recipe(None, {}).to_toml(comments=True) and len(out.stdout) > 8192   # past a pipe's buffer
+
+
+def test_a_command_that_fails_ends_the_ordinary_way(tmp_path):
+    out = _entry(["recipe", "--set", "optimizer.lr=-1"], tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith("trainwell: error: ") and "optimizer.lr" in out.stderr
+    assert (tmp_path / "handler-ran").read_text() == "yes"

@@ -45,6 +45,19 @@ def test_every_source_loads(name):
     assert ds.task == expected
 
 
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_sets_equal_scikit_learns_loaders(name):
+    """Read from scikit-learn's files without importing it: the same arrays, bit for bit, dtypes and
+    feature names as `sklearn.datasets.load_NAME()` (so split files made before still match)."""
+    from sklearn import datasets
+
+    x, y, names = BUNDLED[name]()
+    bunch = getattr(datasets, f"load_{name}")()
+    assert x.dtype == bunch.data.dtype and np.array_equal(x, bunch.data)
+    assert y.dtype == bunch.target.dtype and np.array_equal(y, bunch.target)
+    assert names == tuple(str(n) for n in bunch.feature_names)
+
+
 def test_synthetic_sources_are_seeded():
     d = load_recipe(None, {"data.source": "spirals", "data.classes": 3}).data
     a, b, c = load_source(d, 0), load_source(d, 0), load_source(d, 1)

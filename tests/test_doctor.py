@@ -167,21 +167,57 @@ def test_overfit_one_batch_verdicts(tmp_path, capsys):
 
 
 def test_doctor_try_confirms_a_remedy_that_helps(tmp_path, capsys):
-    """A learning rate 1000x too low: the doctor prescribes a higher one, and --try shows the
-    validation loss of the same recipe, seed and split falling further with it."""
-    run = fit(out=tmp_path, quiet=True, **{**DIGITS, **PLAIN, "optimizer.kind": "sgd", "optimizer.lr": 1e-6,
-                                          "train.epochs": 3})
+    """A learning rate 100x too low: the doctor prescribes a higher one, and --try shows the
+    validation loss of the same recipe, seed and split falling further with it; a run this short is
+    tried on the next seed too, on the same rows, and the remedy helps there as well."""
+    low = {**DIGITS, **PLAIN, "optimizer.kind": "adam", "optimizer.lr": 1e-6, "train.epochs": 3}
+    run = fit(out=tmp_path, quiet=True, **low)
     first = run.extras["findings"][0]
     assert first.rule == "lr_too_low" and first.overrides["optimizer.lr"] > 1e-6
     capsys.readouterr()
     assert main(["doctor", str(tmp_path), "--try"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("try: "))
-    assert "lr_too_low" in line and "--set optimizer.lr=" in line and "(confirmed)" in line
+    assert "lr_too_low" in line and "--set optimizer.lr=" in line and "(confirmed on 2 seeds)" in line
     before = min(r["val_loss"] for r in run.history)
     assert f"val_loss {before:.4g} -> " in line
     after = float(line.split(" -> ")[1].split()[0])
     assert after < before
+    # the next seed, on the run's own rows (its splits.npz), both sides: as --try reports them
+    seed1 = {**low, "seed": 1, "data.split_file": str(tmp_path / "splits.npz")}
+    b1, a1 = (fit(out=tmp_path / name, quiet=True, **{**seed1, **extra})
+              for name, extra in (("b1", {}), ("a1", first.overrides)))
+    assert np.array_equal(b1.extras["data"].indices["val"], run.extras["data"].indices["val"])
+    b1, a1 = (min(r["val_loss"] for r in r1.history) for r1 in (b1, a1))
+    assert f"; at seed 1 (the same rows): {b1:.4g} -> {a1:.4g}" in line and a1 < b1
+
+
+def test_try_verdict_needs_both_seeds_and_says_when_the_change_is_within_the_seed_spread():
+    """Hand-made results (before, after on the run's seed; again: on the next one): confirmed only when
+    the remedy helps on both; the change is said to be within the spread when the value itself moves
+    more from one seed to the other; one seed alone is said to be one."""
+    from trainwell.watch.trial import TryResult
+
+    def tried(before, after, again=(float("nan"), float("nan")), mode="min", note="seed 1 (the same rows)"):
+        return TryResult("lr_too_low", {"optimizer.lr": 0.1}, "val_loss", mode, "val_loss", before, after, 3,
+                         again=again, again_note=note)
+
+    both = tried(2.7, 2.25, (2.6, 2.2))
+    assert both.confirmed and both.spread == pytest.approx(0.1)
+    assert both.summary().endswith("2.7 -> 2.25 (confirmed on 2 seeds); at seed 1 (the same rows): 2.6 -> 2.2")
+    small = tried(2.713, 2.701, (2.599, 2.590))       # helps on both, by less than the seeds differ
+    assert small.confirmed and small.summary().endswith(
+        "; the change is within the seed-to-seed spread of val_loss (0.114)")
+    other_way = tried(2.7, 2.6, (2.6, 2.65))
+    assert other_way.improved and not other_way.confirmed
+    assert "(not confirmed: not at seed 1 (the same rows)); at seed 1 (the same rows): 2.6 -> 2.65" in other_way.summary()
+    assert tried(0.80, 0.90, (0.82, 0.91), mode="max").confirmed
+    assert not tried(0.80, 0.90, (0.82, 0.80), mode="max").confirmed
+    worse = tried(1.0, 1.2, (1.0, 1.1))
+    assert not worse.improved and "(not confirmed); at seed 1" in worse.summary()
+    alone = tried(1.0, 0.97, note="the second seed was not run: the run's epochs take ~300 s")
+    assert alone.confirmed and alone.summary().endswith(
+        "(confirmed on one seed); the second seed was not run: the run's epochs take ~300 s")
 
 
 def test_doctor_try_on_a_healthy_run_has_nothing_to_try(tmp_path, capsys):

@@ -50,6 +50,24 @@ def test_a_split_file_of_other_data_is_refused(tmp_path):
         tw.fit(out=False, quiet=True, **QUICK, **{"data.split_file": str(tmp_path / "nothing.npz")})
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda f: {**f, "test": np.concatenate([f["test"], f["train"][:20]])},
+     r"holds row \d+ in both train and test \(20 rows in both\)"),
+    (lambda f: {**f, "test": np.concatenate([f["test"], [-1]])}, r"holds test row -1, outside the data's rows 0..177"),
+    (lambda f: {**f, "val": np.concatenate([f["val"], [178]])}, r"holds val row 178, outside the data's rows 0..177"),
+    (lambda f: {**f, "train": np.concatenate([f["train"], f["train"][:5]])}, r"holds train row \d+ twice"),
+])
+def test_a_split_file_whose_indices_cannot_be_a_split_is_refused(tmp_path, change, message):
+    """A split file written by hand or damaged (same row count and sha256): a row in two splits would leak
+    silently (only a 'deduplicate the data' warning), a negative index wrapped round to another row, one
+    past the end was a bare IndexError, a row twice trained twice as often. Each is one DataError line."""
+    tw.fit(out=tmp_path / "a", quiet=True, **QUICK)
+    with np.load(tmp_path / "a" / "splits.npz") as f:
+        np.savez(tmp_path / "bad.npz", **change({k: f[k] for k in f.files}))
+    with pytest.raises(DataError, match=r"^data.split_file: .*bad.npz " + message):
+        tw.fit(out=False, quiet=True, **QUICK, **{"data.split_file": str(tmp_path / "bad.npz")})
+
+
 def test_a_csv_split_is_identified_by_the_file_and_fits_recipes_that_encode_it_otherwise(tmp_path):
     import pandas as pd
 

@@ -1,7 +1,5 @@
 """`python -m trainwell ...`: the command line (what `torchrun ... -m trainwell fit RECIPE` runs)."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +84,11 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     prepared = prepare_data(recipe, data, device, lock_test=lock_test)
     setup = _build(recipe, prepared, device, model, world)
     run_dir = _open_run_dir(recipe, out, force, resume_state, model) if main else None
-    with _run_lock(run_dir):              # released however the run ends
+    with _run_lock(run_dir), ExitStack() as ends:     # the lock released, the watch closed, however the run ends
         if main:
             _before_training(run_dir, recipe, prepared, setup, quiet)
         watch, finisher = WatchSession(recipe, run_dir), finisher_for(recipe, quiet)   # [train.average]
+        ends.callback(watch.close)
         trainer = _trainer(setup, recipe, world, writes=out is not False, run_dir=run_dir,
                            callbacks=[finisher, *(callbacks or []), *watch.callbacks()] if main else [finisher],
                            extra_tensors=saved_statistics(prepared),

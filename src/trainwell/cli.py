@@ -64,6 +64,11 @@ def _fit(args: argparse.Namespace) -> int:
 
         fit_protocol(recipe, out=args.out, quiet=args.quiet)
         return 0
+    world = _world()
+    if recipe.watch.report and (args.nproc or 1) == 1 and (world is None or world.main):
+        from .report.painter import prestart
+
+        prestart()          # the report's figures: matplotlib imported on another core while torch is here
     nproc = _workers(args)
     if nproc > 1:                              # this process launches the workers, each runs this command
         from . import distributed as ddp
@@ -109,11 +114,10 @@ def _resume(args: argparse.Namespace) -> int:
 def _workers(args: argparse.Namespace) -> int:
     """--nproc N > 1: the number of workers this process should launch. Inside a worker (started by
     torchrun or by --nproc) it joins the process group and returns 1: the worker runs the command."""
-    from . import distributed as ddp
-
-    world = ddp.launched()
+    world = _world()
     if world is None:
         return args.nproc or 1
+    from . import distributed as ddp
     from .recipe import load_recipe, parse_overrides
 
     source = args.recipe if args.command == "fit" else Path(args.run_dir) / "recipe.toml"
@@ -121,6 +125,12 @@ def _workers(args: argparse.Namespace) -> int:
         or source.is_file() else "auto"      # another machine's worker may not see the run folder
     ddp.init_worker(world, args.backend, device)
     return 1
+
+
+def _world():
+    from .world import launched
+
+    return launched()
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -447,6 +457,28 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> None:
+    """The `trainwell` command as a process (the console script, `python -m trainwell`, `python -m
+    trainwell.cli`): `main`, and after a command that succeeded, the end of the process without the
+    interpreter's teardown of every module (torch, torch._dynamo and sympy take a good part of a second
+    to tear down, paid after the last line is printed). Every file the command writes is written and
+    closed by then; the exit handlers run first and the output is flushed. A command that failed ends
+    the ordinary way."""
+    code = main()
+    if code == 0 and not any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                             if t is not threading.main_thread()):
+        import atexit
+
+        atexit._run_exitfuncs()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)           # a closed or broken pipe: let the interpreter report it as usual
+        os._exit(0)
+    sys.exit(code)
+
+
 def _speaks() -> bool:
     """Whether this process prints the command's error: one process, or rank 0 of several workers
     (they all meet the same bad input and the same interrupt)."""
@@ -485,4 +517,4 @@ def _warnings_as_lines() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

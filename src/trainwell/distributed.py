@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,32 +41,10 @@ from . import checkpoint as ckpt
 from .build import pick_device
 from .errors import Interrupted, RecipeError, RunDirError
 from .loop import Trainer
-from .runstate import _np_state, _py_state, _set_np_state, _set_py_state
+from .seeding import host_states, set_host_states
+from .world import ENV, World, launched  # noqa: F401  (the launcher's environment, read without torch)
 
-# What torchrun sets in each worker's environment (docs/distributed.md explains each).
-ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 RANK_SEED_STRIDE = 1_000_003      # rank r > 0 draws dropout and augmentation from seed + r x this
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int
-    size: int
-    local_rank: int
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def launched() -> World | None:
-    """The worker's place when started by torchrun / the elastic launcher with more than one worker."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ and "MASTER_ADDR" not in os.environ:
-        return None
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return None
-    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def current() -> World | None:
@@ -430,7 +408,7 @@ class DataParallelTrainer(Trainer):
             tensors["cursor.loss_sum"] = cur.loss_sum.cpu()
             if cur.preds is not None:
                 tensors["cursor.preds"] = cur.preds.cpu()
-        return {"tensors": tensors, "meta": {"rng_numpy": _np_state(), "rng_python": _py_state()}}
+        return {"tensors": tensors, "meta": host_states()}
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         every: list[Any] = [None] * self.world.size
@@ -452,8 +430,7 @@ class DataParallelTrainer(Trainer):
         torch.set_rng_state(own["rng.torch"])
         if self.setup.augment is not None and "rng.augment" in own:
             self.setup.augment.load_state_dict({"generator": own["rng.augment"]})
-        _set_np_state(meta[f"rank{self.world.rank}"]["rng_numpy"])
-        _set_py_state(meta[f"rank{self.world.rank}"]["rng_python"])
+        set_host_states(meta[f"rank{self.world.rank}"])
         cur = self.state.cursor
         if cur is not None:
             cur.loss_sum = own["cursor.loss_sum"].to(self.setup.device)

@@ -20,6 +20,8 @@ from .errors import RunDirError, WriteError
 RECIPE = "recipe.toml"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+PROBES = "probes.json"            # the watch's probe records (watch/probes.py)
+FACTS = "facts.json"              # the end-of-run facts the doctor reads (watch/facts.py)
 DATA_SCHEMA = "data.json"       # how rows are encoded and shaped, read back by `predict`
 CHECKPOINTS = "checkpoints"
 LAST = "last.safetensors"       # the latest state: everything a resume needs

@@ -13,15 +13,14 @@ never stopped.
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import checkpoint as ckpt
 from .errors import CheckpointError
+from .seeding import host_states, set_host_states
 
 
 @dataclass
@@ -82,7 +81,7 @@ def capture(tr) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     st = tr.state
     meta = {"epoch": st.epoch, "step": st.step, "history": st.history, "stop_reason": st.stop_reason,
             "stopped_epoch": st.stopped_epoch, "optimizer": opt_meta, "base_lrs": tr.setup.base_lrs,
-            "rng_numpy": _np_state(), "rng_python": _py_state(),
+            **host_states(),
             "recipe": tr.settings.record, "data_sha256": tr.data_fingerprint, "cursor": None,
             "callbacks": {}}
     for name, component in tr.setup.components.items():
@@ -121,8 +120,7 @@ def restore(tr, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), tr.setup.device)
     if tr.setup.augment is not None and "rng.augment" in tensors:
         tr.setup.augment.load_state_dict({"generator": tensors["rng.augment"]})
-    _set_np_state(meta["rng_numpy"])
-    _set_py_state(meta["rng_python"])
+    set_host_states(meta)
     st.cursor = None if meta.get("cursor") is None else EpochCursor.from_flat(tensors, meta["cursor"], tr.setup.device)
     for key, cb in _named(tr.callbacks):
         if key in meta.get("callbacks", {}):
@@ -190,24 +188,6 @@ def load_model(model: torch.nn.Module, weights: dict[str, torch.Tensor], source:
         raise CheckpointError(f"{source} does not fit the model ({len(problems)} differences: "
                               + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else "") + ")")
     model.load_state_dict(weights)
-
-
-def _np_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _set_np_state(s: list) -> None:
-    np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
-
-
-def _py_state() -> list:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _set_py_state(s: list) -> None:
-    random.setstate((s[0], tuple(s[1]), s[2]))
 
 
 def fingerprint(*splits) -> str:

@@ -7,7 +7,6 @@ remapped to 0..C-1 with the original values kept as class names. Nothing is down
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .bundled import LOADERS
 from .formats import FORMAT_READERS, SUFFIXES, read_path
 from .shapes import shapes
 
@@ -48,17 +48,8 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------------- bundled
-def _sklearn(name: str) -> Callable[..., tuple[np.ndarray, np.ndarray, tuple[str, ...]]]:
-    def load(**_: object):
-        from sklearn import datasets
-
-        bunch = getattr(datasets, f"load_{name}")()
-        names = tuple(str(n) for n in getattr(bunch, "feature_names", ())) or ()
-        return bunch.data, bunch.target, names
-    return load
-
-
-BUNDLED = {name: _sklearn(name) for name in ("digits", "iris", "wine", "breast_cancer", "diabetes")}
+# name -> () -> (x, y, feature names): scikit-learn's small sets, read from its files (bundled.py)
+BUNDLED = LOADERS
 
 
 # --------------------------------------------------------------------------------- synthetic

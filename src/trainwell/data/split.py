@@ -118,4 +118,28 @@ def read_split_file(path: str | Path, n_rows: int, sha256: str, *also: str) -> S
     if saved not in (sha256, *also):
         raise DataError(f"data.split_file: {path} was made from other data (sha256 {saved[:12]}..., this data "
                         f"{sha256[:12]}...); a split file only fits the data it was made from")
-    return Splits(*(np.sort(parts[k].astype(np.int64)) for k in ("train", "val", "test")))
+    splits = Splits(*(np.sort(parts[k].astype(np.int64).reshape(-1)) for k in ("train", "val", "test")))
+    _check_indices(path, splits, rows)
+    return splits
+
+
+def _check_indices(path: Path, splits: Splits, rows: int) -> None:
+    """Each row index of a split file within the data, in one split at most, once (a file written by
+    hand, or damaged, could index past the data, wrap around with a negative index or leak a row)."""
+    where = {"train": splits.train, "val": splits.val, "test": splits.test}
+    for name, idx in where.items():
+        outside = idx[(idx < 0) | (idx >= rows)]
+        if len(outside):
+            raise DataError(f"data.split_file: {path} holds {name} row {int(outside[0])}, outside the data's rows "
+                            f"0..{rows - 1}; a split file indexes the rows of the data it was made from")
+        twice = idx[1:][np.diff(idx) == 0]
+        if len(twice):
+            raise DataError(f"data.split_file: {path} holds {name} row {int(twice[0])} twice; each row belongs "
+                            "to one split, once")
+    names = list(where)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = np.intersect1d(where[a], where[b])
+            if len(both):
+                raise DataError(f"data.split_file: {path} holds row {int(both[0])} in both {a} and {b} "
+                                f"({len(both)} rows in both); each row belongs to one split, once")

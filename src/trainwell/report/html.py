@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..rundir import RECIPE, atomic_write_text
 from ..watch.doctor import Evidence, Finding, set_flags
-from .plots import FIGURES
+from .captions import CAPTIONS
 from .recipe_view import recipe_section
 
 REPORT = "report.html"
@@ -175,10 +176,17 @@ def suspects_section(facts: dict[str, Any]) -> str:
                      ("row", "label", "prediction", "confidence")))
 
 
-def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
+def render(ev: Evidence, findings: list[Finding], recipe_toml: str, drawn: Mapping[str, bytes | None] | None = None) -> str:
+    """The page. `drawn`: figures already drawn from this evidence (by the helper process, painter.py),
+    by key; the others are drawn here."""
     figures = []
-    for key, (caption, draw) in FIGURES.items():
-        png = draw(ev)
+    for key, caption in CAPTIONS.items():
+        if drawn is not None and key in drawn:
+            png = drawn[key]
+        else:
+            from .plots import FIGURES
+
+            png = FIGURES[key][1](ev)
         if png is None:
             continue
         data = base64.b64encode(png).decode("ascii")
@@ -198,9 +206,10 @@ def render(ev: Evidence, findings: list[Finding], recipe_toml: str) -> str:
             "</body></html>\n")
 
 
-def write_report(run_dir: Path, ev: Evidence, findings: list[Finding]) -> Path:
+def write_report(run_dir: Path, ev: Evidence, findings: list[Finding],
+                 drawn: Mapping[str, bytes | None] | None = None) -> Path:
     recipe_path = run_dir / RECIPE
     toml = recipe_path.read_text() if recipe_path.exists() else ""
     path = run_dir / REPORT
-    atomic_write_text(path, render(ev, findings, toml))
+    atomic_write_text(path, render(ev, findings, toml, drawn))
     return path

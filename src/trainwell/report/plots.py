@@ -7,12 +7,15 @@ figure, or None when the run holds nothing to draw.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.ticker import MaxNLocator
 
 from ..figures import plt, render
-from ..watch.doctor import Evidence
+from .captions import CAPTIONS
+
+if TYPE_CHECKING:
+    from ..watch.evidence import Evidence
 
 TRAIN, VAL = "#1f77b4", "#ff7f0e"
 
@@ -250,11 +253,7 @@ def reliability(ev: Evidence) -> bytes | None:
     return _png(fig)
 
 
-FIGURES: dict[str, Any] = {
-    "curves": ("Loss and metrics, train vs validation", curves),
-    "lr_grad": ("Learning rate and gradient norm", lr_and_grad),
-    "layer_grads": ("Per-layer gradient norms and update ratios", layer_grad_norms),
-    "activations": ("Per-layer activation histograms over training", activation_histograms),
-    "confusion": ("Confusion matrix", confusion),
-    "reliability": ("Reliability diagram (calibration)", reliability),
-}
+# key -> (caption, draw), in page order
+FIGURES: dict[str, Any] = {key: (CAPTIONS[key], draw) for key, draw in (
+    ("curves", curves), ("lr_grad", lr_and_grad), ("layer_grads", layer_grad_norms),
+    ("activations", activation_histograms), ("confusion", confusion), ("reliability", reliability))}

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..rundir import HISTORY, METRICS, RECIPE, read_history, write_json
-from .facts import FACTS
-from .probes import PROBES
+from ..rundir import FACTS, HISTORY, METRICS, PROBES, RECIPE, read_history, write_json
 
 DIAGNOSIS = "diagnosis.json"
 SEVERITIES = ("info", "warning", "severe")

@@ -38,9 +38,8 @@ from torch import nn
 from ..init import layer_nonlinearities
 from ..loop import Callback
 from ..precision import inverse_scale
-from ..rundir import write_json
+from ..rundir import PROBES, write_json
 
-PROBES = "probes.json"
 SATURATION = 0.97          # |tanh| above, or sigmoid outside [0.03, 0.97]: the unit's slope is < ~6% of its peak
 HIST_BINS = 40
 TRAIN_EVAL_ROWS = 512      # training rows (a fixed sample) evaluated in eval mode at each epoch's end

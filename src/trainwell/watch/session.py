@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..loop import Callback
-from ..rundir import write_json
+from ..rundir import FACTS, write_json
 from .doctor import Evidence, Finding, diagnose, write_diagnosis
-from .facts import FACTS, gather_facts
+from .facts import gather_facts
 from .probes import ProbeCallback
 
 
@@ -22,22 +22,41 @@ class WatchSession:
             self.tensorboard = TensorBoardCallback(run_dir)
         sink = self.tensorboard.probes if self.tensorboard is not None else None
         self.probes = ProbeCallback(w.probe_every, run_dir, sink) if w.probes else None
+        # The report's figures are drawn by a helper process (report/painter.py) that imports matplotlib
+        # while the run trains; the command line starts it before torch's import, else it starts here.
+        from ..report import painter
+
+        early = painter.take()
+        if run_dir is not None and w.report:
+            self.painter = early or painter.Painter.start()
+        else:
+            self.painter = None
+            if early is not None:
+                early.close()
 
     def callbacks(self) -> list[Callback]:
         return [cb for cb in (self.probes, self.tensorboard) if cb is not None]
 
+    def close(self) -> None:
+        """Ends the report's helper process, if the run ends before `finish` (an error, an interrupt)."""
+        if self.painter is not None:
+            self.painter.close()
+
     def finish(self, trainer, prepared, metrics: dict[str, Any], quiet: bool) -> list[Finding]:
-        """Facts -> findings -> diagnosis.json and report.html; prints a short summary."""
+        """Facts -> findings -> diagnosis.json and report.html; prints a short summary. The figures that
+        need no facts are drawn by the helper meanwhile."""
         w = self.recipe.watch
         if not (w.doctor or w.report):
             return []
 
+        recipe, probes = self.recipe.to_dict(), self.probes.to_dict() if self.probes is not None else {}
+        if self.painter is not None:
+            self.painter.begin(recipe, trainer.state.history, metrics, probes)
         facts = gather_facts(trainer.model, prepared, trainer.setup.task, w.suspects,
                              self.recipe.train.eval_batch_size, trainer.setup.loss_kind)
-        probes = self.probes.to_dict() if self.probes is not None else {}
         if self.run_dir is not None:
             write_json(self.run_dir / FACTS, facts)
-        ev = Evidence(self.recipe.to_dict(), trainer.state.history, metrics, probes, facts)
+        ev = Evidence(recipe, trainer.state.history, metrics, probes, facts)
         findings = diagnose(ev) if w.doctor else []
         if self.run_dir is not None and w.doctor:
             write_diagnosis(self.run_dir, findings)
@@ -46,7 +65,8 @@ class WatchSession:
         if self.run_dir is not None and w.report:
             from ..report.html import write_report
 
-            write_report(self.run_dir, ev, findings)
+            drawn = self.painter.finish(facts) if self.painter is not None else None
+            write_report(self.run_dir, ev, findings, drawn)
         return findings
 
 

@@ -7,14 +7,12 @@ recipe is re-run unchanged for that budget as well, so both sides train equally 
 compared is the one the run returns: the best epoch's when early stopping restores it, else the
 last epoch's. A NaN or infinite value counts as the worst possible.
 
-Both sides are measured with the same ruler. The validation loss is the training criterion
-evaluated on the validation split, so a remedy that changes the criterion (label smoothing, class
-weights: `loss.*`) or the space the loss is computed in (`data.target_normalize`) changes what
-`val_loss` measures: a smoothed cross-entropy has a floor above zero, a standardized target's
-squared error is ~1e4 times smaller than the raw one's. For such a remedy the monitored `val_loss`
-is replaced by the same quantity computed the same way on both sides: the plain log-loss of the
-predicted probabilities (`val_nll`) for a classifier, the squared error in the target's units
-(`val_mse`) for a regression.
+One seed alone cannot tell a remedy's effect from the seed's. When the run is short (its epochs
+took under SPREAD_SECONDS), both sides are re-run with the next seed as well, on the same rows (the
+run's splits.npz; a synthetic source's rows are drawn from the seed, so there they differ too): the
+remedy is confirmed only when it helps on both seeds, and the verdict says when its change is
+smaller than the seed-to-seed spread of the value itself. For a longer run the verdict is of one
+seed, and says so.
 """
 
 from __future__ import annotations
@@ -29,7 +27,8 @@ from typing import Any
 
 from ..api import fit
 from ..custom import class_name
-from ..data.sources import CUSTOM_SOURCE
+from ..data.sources import CUSTOM_SOURCE, SYNTHETIC
+from ..data.split import SPLITS_FILE
 from ..errors import TrainwellError
 from ..recipe import load_recipe
 from .doctor import diagnose, load_evidence, set_flags
@@ -47,24 +46,54 @@ class TryResult:
     after: float = float("nan")
     epochs: int = 0
     note: str = ""
+    again: tuple[float, float] = (float("nan"), float("nan"))   # (before, after) at the next seed
+    again_note: str = ""            # which seed and rows, or why the second seed was not run
+
+    @property
+    def improved(self) -> bool:
+        """Whether the remedy moved the value the right way on the run's own seed."""
+        return bool(self.overrides) and _better(self.after, self.before, self.mode)
+
+    @property
+    def measured_twice(self) -> bool:
+        return not all(math.isnan(v) for v in self.again)
 
     @property
     def confirmed(self) -> bool:
-        if not self.overrides:
-            return False
-        b, a = _worst_if_bad(self.before, self.mode), _worst_if_bad(self.after, self.mode)
-        return a < b if self.mode == "min" else a > b
+        """Improved on the run's seed, and on the next one when it was run."""
+        return self.improved and (not self.measured_twice or _better(self.again[1], self.again[0], self.mode))
+
+    @property
+    def spread(self) -> float:
+        """The seed-to-seed spread of the value itself: |before at the next seed - before| (NaN: one seed)."""
+        return abs(self.again[0] - self.before)
 
     def summary(self) -> str:
         if not self.overrides:
             return f"nothing to try: {self.note}"
-        verdict = "confirmed" if self.confirmed else "not confirmed"
         column = self.compared or self.monitor
         why = (f" (in place of {self.monitor}, which the remedy measures differently)"
                if column != self.monitor else "")
+        if self.measured_twice:
+            b, a = self.again
+            verdict = "confirmed on 2 seeds" if self.confirmed else "not confirmed" + (
+                f": not at {self.again_note}" if self.improved else "")
+            seeds = f"; at {self.again_note}: {b:.4g} -> {a:.4g}"
+            if math.isfinite(self.spread) and abs(self.after - self.before) <= self.spread:
+                seeds += (f"; the change is within the seed-to-seed spread of {column} "
+                          f"({self.spread:.4g})")
+        else:
+            verdict = ("confirmed" if self.confirmed else "not confirmed") + (
+                " on one seed" if self.again_note else "")
+            seeds = f"; {self.again_note}" if self.again_note else ""
         return (f"{self.rule}: {set_flags(self.overrides)} for {self.epochs} epochs: {column} "
-                f"{self.before:.4g} -> {self.after:.4g}{why} ({verdict})"
+                f"{self.before:.4g} -> {self.after:.4g}{why} ({verdict}){seeds}"
                 + (f"; {self.note}" if self.note else ""))
+
+
+def _better(new: float, old: float, mode: str) -> bool:
+    n, o = _worst_if_bad(new, mode), _worst_if_bad(old, mode)
+    return n < o if mode == "min" else n > o
 
 
 def _worst_if_bad(v: float, mode: str) -> float:
@@ -91,6 +120,7 @@ def monitored(history: list[dict[str, Any]], monitor: str, mode: str, best: bool
 
 
 RULER_CHANGES = ("loss.", "data.target_normalize")
+SPREAD_SECONDS = 60.0       # a run whose epochs took less is tried on the next seed too
 
 
 def compared_column(monitor: str, task: str, overrides: dict[str, Any]) -> tuple[str, str]:
@@ -171,7 +201,21 @@ def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path |
         except TrainwellError as exc:
             return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, float("nan"),
                              budget, note=f"the re-run failed: {exc}")
-    if returned:
-        return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, after, budget,
-                         note="of the model each run returns (metrics.json val), the averaged one after")
-    return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, after, budget)
+        again, again_note = (float("nan"), float("nan")), ""
+        seconds = sum(number(r.get("seconds")) for r in ev.history) * budget / max(len(ev.history), 1)
+        if math.isfinite(seconds) and seconds < SPREAD_SECONDS:
+            seed_kw = {**kw, "seed": recipe.seed + 1}
+            same_rows = recipe.data.source not in SYNTHETIC and (run_dir / SPLITS_FILE).is_file()
+            if same_rows:
+                seed_kw["data.split_file"] = str(run_dir / SPLITS_FILE)
+            sides = [fit(recipe, out=base / f"seed{recipe.seed + 1}-{side}", model=copy.deepcopy(model),
+                         **{**seed_kw, **extra}) for side, extra in (("before", {}), ("after", first.overrides))]
+            again = (value(sides[0].history, sides[0].metrics, best),
+                     value(sides[1].history, sides[1].metrics, bool(first.overrides.get("stopping.restore_best", best))))
+            again_note = f"seed {recipe.seed + 1}" + (" (the same rows)" if same_rows else " (its own synthetic rows)")
+        else:
+            again_note = ("the second seed was not run: the run's " + (
+                f"epochs take ~{seconds:.0f} s" if math.isfinite(seconds) else "epochs' times are not recorded"))
+    note = "of the model each run returns (metrics.json val), the averaged one after" if returned else ""
+    return TryResult(first.rule, first.overrides, monitor, column_mode or mode, column, before, after, budget,
+                     note=note, again=again, again_note=again_note)
