@@ -15,8 +15,7 @@ import trainwell as tw
 from trainwell import checkpoint as ckpt
 from trainwell.compiling import CompileWarning
 
-# No dropout: the eager and compiled forwards compute the same function, so their runs agree within
-# float tolerance (with dropout, the compiled masks come from the compiler's own random stream).
+# No dropout here (its own test below: the compiled forward draws the same masks as the eager one).
 # No probes: a probed step runs the eager forward, and a mid-epoch resume probes its first step.
 RECIPE = {"data.source": "moons", "data.n_samples": 300, "model.hidden": [32, 32], "model.dropout": 0.0,
           "train.batch_size": 16, "train.epochs": 3, "stopping.enabled": False, "checkpoint.every_steps": 4,
@@ -90,3 +89,13 @@ def test_compiled_and_eager_agree_and_a_resume_is_exact_within_the_setting(tmp_p
     switched = tw.resume(out, quiet=True, **{"train.compile": False})
     _close(_history(switched), _history(eager))
     assert "compile" not in switched.metrics
+
+
+@pytest.mark.slow
+def test_with_dropout_compiled_and_eager_draw_the_same_masks():
+    warnings.simplefilter("ignore")
+    recipe = {**RECIPE, "model.dropout": 0.3, "checkpoint.every_steps": 0, "train.epochs": 2}
+    eager = tw.fit(out=False, quiet=True, **recipe)
+    compiled = tw.fit(out=False, quiet=True, **{**recipe, "train.compile": True})
+    assert compiled.metrics["compile"]["compiled"]
+    _close(_history(compiled), _history(eager))

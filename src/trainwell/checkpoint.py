@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .callbacks.nonfinite import all_finite
 from .errors import CheckpointError
 from .rundir import atomic_write_bytes
 
@@ -35,11 +36,41 @@ _PICKLE_SIGNS = {b"\x80": "a pickle", b"PK\x03\x04": "a zip archive (torch.save)
 
 def encode(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path) -> bytes:
     """Safetensors bytes of (tensors, meta). Refuses non-finite floating tensors under `model.`."""
-    for name, t in tensors.items():
-        if name.startswith("model.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path}: refusing to save non-finite parameter {name[6:]!r}")
+    weights = [(name, t) for name, t in tensors.items() if name.startswith("model.") and t.is_floating_point()]
+    if weights and not all_finite([t for _, t in weights]):
+        bad = next(name for name, t in weights if not bool(torch.isfinite(t).all()))
+        raise CheckpointError(f"{path}: refusing to save non-finite parameter {bad[6:]!r}")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return st_save(cpu, metadata={META_KEY: json.dumps({"format": FORMAT_VERSION, **meta})})
+    return serialize(cpu, {META_KEY: json.dumps({"format": FORMAT_VERSION, **meta})})
+
+
+# safetensors' dtype names, in the order its writer lays tensors out (then by name): widest first.
+_DTYPES = {torch.uint64: "U64", torch.int64: "I64", torch.float64: "F64", torch.float32: "F32",
+           torch.uint32: "U32", torch.int32: "I32", torch.bfloat16: "BF16", torch.float16: "F16",
+           torch.uint16: "U16", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+_RANK = {dtype: i for i, dtype in enumerate(_DTYPES)}
+
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The bytes `safetensors.torch.save(tensors, metadata=metadata)` writes (tests/test_checkpoint.py
+    checks that they are identical), joined with one copy of the data: an 8-byte little-endian header
+    length, the JSON header (padded with spaces to a multiple of 8), the tensors' bytes. Tensors of
+    another dtype are left to safetensors itself."""
+    if any(t.dtype not in _DTYPES or t.device.type != "cpu" for t in tensors.values()):
+        return st_save(tensors, metadata=metadata)
+    order = sorted(tensors, key=lambda name: (_RANK[tensors[name].dtype], name))
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    chunks, offset = [], 0
+    for name in order:
+        t = tensors[name].contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+        end = offset + len(data)
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, end]}
+        chunks.append(data)
+        offset = end
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return b"".join([len(text).to_bytes(8, "little"), text, *chunks])
 
 
 def refuse_pickle(raw: bytes, path: str | Path) -> None:

@@ -61,11 +61,15 @@ def test_default_suggestion_lands_within_3x_of_the_best_constant_rate(optimizer)
     warnings.simplefilter("ignore")
     accuracy = {}
     for lr in GRID:
-        run = fit(None, out=False, quiet=True, **{**settings, "optimizer.lr": lr})
-        acc = run.metrics["val"].get("accuracy")
-        accuracy[lr] = acc if acc is not None and math.isfinite(acc) else 0.0
-    # The best rates: the best accuracy and those within half a point of it (one seed's accuracies on
-    # 360 validation rows tie or swap within that much).
+        accs = []
+        for seed in (0, 1):
+            run = fit(None, out=False, quiet=True, **{**settings, "optimizer.lr": lr, "seed": seed})
+            acc = run.metrics["val"].get("accuracy")
+            accs.append(acc if acc is not None and math.isfinite(acc) else 0.0)
+        accuracy[lr] = sum(accs) / len(accs)
+    # The best rates: the best mean accuracy over two seeds and those within half a point of it. One seed
+    # is not enough: at momentum's rates 0.1, 0.32 and 1 its accuracy on these 360 validation rows moves by
+    # 0.01-0.03 from seed to seed (4 seeds, measured), so one seed's best rate is a draw among them.
     top = max(accuracy.values())
     best = [lr for lr in GRID if accuracy[lr] >= top - 0.005]
     recipe = load_recipe(None, settings)

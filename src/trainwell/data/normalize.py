@@ -22,11 +22,14 @@ def column_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = x.reshape(len(x), -1)
     width = flat.shape[1]
     means, stds = [], []
+    # One float64 buffer, filled block after block: a new block per step would not fit where the last one
+    # was once the small results are placed there, and the process would grow by a block a step.
+    buffer = torch.empty(len(flat), min(width, MOMENT_BLOCK), dtype=torch.float64)
     for j in range(0, width, MOMENT_BLOCK):
         # The last block reaches back to a full MOMENT_BLOCK columns: a narrow one (a single column) is
         # reduced by another kernel, whose float64 sums differ in the last bit.
         start = max(0, min(j, width - MOMENT_BLOCK))
-        block = flat[:, start:j + MOMENT_BLOCK].double()
+        block = buffer.copy_(flat[:, start:j + MOMENT_BLOCK])
         means.append(block.mean(0)[j - start:])
         stds.append(block.std(0, unbiased=False)[j - start:])
     shape = x.shape[1:]

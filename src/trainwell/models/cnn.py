@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from .layers import Dropout
 from .mlp import activation_layer
 
 
@@ -38,6 +39,6 @@ def build_cnn(section, in_shape: tuple[int, ...], out_features: int) -> nn.Seque
     layers["gap"] = nn.AdaptiveAvgPool2d(1)
     layers["flatten"] = nn.Flatten()
     if section.dropout > 0:
-        layers["drop"] = nn.Dropout(section.dropout)
+        layers["drop"] = Dropout(section.dropout)
     layers["head"] = nn.Linear(channels, out_features)
     return nn.Sequential(layers)

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .layers import DropConnectLinear
+from .layers import DropConnectLinear, Dropout
 
 
 def activation_layer(name: str, negative_slope: float = 0.01) -> nn.Module:
@@ -39,7 +39,7 @@ def build_mlp(section, in_shape: tuple[int, ...], out_features: int) -> nn.Seque
             layers[f"norm{i}"] = nn.LayerNorm(h)
         layers[f"act{i}"] = activation_layer(section.activation, section.negative_slope)
         if section.dropout > 0:
-            layers[f"drop{i}"] = nn.Dropout(section.dropout)
+            layers[f"drop{i}"] = Dropout(section.dropout)
         width = h
     layers["head"] = nn.Linear(width, out_features)
     return nn.Sequential(layers)

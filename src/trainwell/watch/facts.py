@@ -19,26 +19,40 @@ and stored in the run folder (facts.json), so the doctor and the report need not
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.checks import row_keys
-from ..data.normalize import column_moments
 from ..metrics import predictions, probabilities
+from . import baselines as bl
 
 FACTS = "facts.json"
+MOMENT_ROWS = 256           # rows of the training split read at a time for the feature scales
 
 
 def class_counts(y: torch.Tensor, n_classes: int) -> list[int]:
     return torch.bincount(y.long().cpu(), minlength=n_classes).tolist()
 
 
+def row_block_moments(x: torch.Tensor, size: int = MOMENT_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and (population) standard deviation of the rows of `x` (on the CPU, float64), two
+    passes over blocks of `size` rows: no temporary larger than one block in float64."""
+    flat = x.reshape(len(x), -1)
+    total = torch.zeros(flat.shape[1], dtype=torch.float64)
+    for i in range(0, len(flat), size):
+        total += flat[i:i + size].cpu().double().sum(0)
+    mean = total / max(len(flat), 1)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(flat), size):
+        squares += flat[i:i + size].cpu().double().sub_(mean).square_().sum(0)
+    return mean, (squares / max(len(flat), 1)).sqrt_()
+
+
 def feature_scales(x: torch.Tensor, names: tuple[str, ...] = ()) -> dict[str, Any]:
     """Spread of per-feature standard deviations and means of the (normalized) training inputs."""
-    mean, std = column_moments(x.reshape(len(x), -1).cpu())
+    mean, std = row_block_moments(x)
     varying = std > 1e-8
     out: dict[str, Any] = {"features": int(std.shape[0]), "constant": int((~varying).sum())}
     if varying.any():
@@ -91,72 +105,74 @@ BASELINE_ROWS = 2000        # rows of the training split the baselines are fitte
 ECE_BINS = 15
 
 
-def _standardized(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    mean, std = train.mean(0), train.std(0)
-    std[std < 1e-12] = 1.0
-    return [(a - mean) / std for a in (train, *others)]
-
-
-def _float64_blocks(x: torch.Tensor, keep: torch.Tensor | None, size: int = 2048):
-    """The rows of `x` (those `keep` marks) as float64 arrays of at most `size` rows: no float64 copy of
-    the whole split at once."""
+def _float64_blocks(x: torch.Tensor, keep: torch.Tensor | None, size: int = bl.QUERY_BLOCK):
+    """The rows of `x` (those `keep` marks) as float64 CPU tensors of at most `size` rows: no float64 copy
+    of the whole split at once. Each block is written over the last (one buffer): use it before the next."""
     flat = x.reshape(len(x), -1)
+    buffer = torch.empty(min(size, len(flat)), flat.shape[1], dtype=torch.float64)
     for i in range(0, len(flat), size):
         block = flat[i:i + size] if keep is None else flat[i:i + size][keep[i:i + size].to(flat.device)]
-        yield block.double().cpu().numpy()
+        yield buffer[:len(block)].copy_(block)
+
+
+class TrainingSample:
+    """At most BASELINE_ROWS rows of the training split (drawn without replacement, in split order),
+    standardized in float64: what the baselines and the label-noise estimate are fitted on, copied once
+    for both. `x` is None when one of its values is not finite."""
+
+    def __init__(self, x: torch.Tensor, seed: int = 0):
+        flat = x.reshape(len(x), -1)
+        self.rows = torch.arange(len(x))
+        if len(x) > BASELINE_ROWS:
+            self.rows = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS,
+                                                                                   replace=False)))
+        xs = flat[self.rows.to(flat.device)].cpu().double()         # a copy of the sample's rows only
+        self.x, self.scale = None, None
+        if torch.isfinite(xs).all():
+            self.scale = bl.Standardizer(xs)
+            self.x = self.scale(xs)
 
 
 def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
               task: str, seed: int = 0, keep: torch.Tensor | None = None,
-              net: np.ndarray | None = None) -> dict[str, Any]:
-    """What the data allows: a linear model and a k-NN, fitted on (a sample of) the training rows,
-    standardized, scored on the validation rows (those `keep` marks; accuracy, or R2 for regression).
-    With `net`, the network's predictions on those same rows (labels, or outputs in the target's
-    units), `versus_net` compares it with the linear model row by row (linear_versus_net)."""
-
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.metrics import accuracy_score, r2_score
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-
-    xt, yt = train_x.reshape(len(train_x), -1), train_y
-    if len(xt) > BASELINE_ROWS:     # (the sample is taken before the float64 copy: a copy of its rows only)
-        rows = torch.from_numpy(np.random.default_rng(seed).choice(len(xt), BASELINE_ROWS, replace=False))
-        xt, yt = xt[rows.to(xt.device)], yt[rows.to(yt.device)]
-    xt, yt = xt.double().cpu().numpy(), yt.cpu().numpy()
-    yv = (val_y if keep is None else val_y[keep.to(val_y.device)]).cpu().numpy()
-    if not (np.isfinite(xt).all() and all(np.isfinite(b).all() for b in _float64_blocks(val_x, keep))):
+              net: np.ndarray | None = None, sample: TrainingSample | None = None) -> dict[str, Any]:
+    """What the data allows: a linear model (ridge, or logistic regression) and a k-NN, fitted on (a sample
+    of) the training rows, standardized, scored on the validation rows (those `keep` marks; accuracy,
+    or R2 for regression). With `net`, the network's predictions on those same rows (labels, or outputs
+    in the target's units), `versus_net` compares it with the linear model row by row (linear_versus_net).
+    The models are watch/baselines.py's; only the sample (`sample`, when the caller drew it already) is
+    held in float64, the validation rows are read a block at a time."""
+    sample = sample or TrainingSample(train_x, seed)
+    xt, yt, scale = sample.x, train_y[sample.rows.to(train_y.device)].cpu(), sample.scale
+    yv = (val_y if keep is None else val_y[keep.to(val_y.device)]).cpu()
+    if xt is None or not all(torch.isfinite(b).all() for b in _float64_blocks(val_x, keep)):
         return {}
-    mean, std = xt.mean(0), xt.std(0)
-    std[std < 1e-12] = 1.0
-    xt = (xt - mean) / std
     k = int(min(15, max(1, round(len(xt) ** 0.5 / 2))))
+
+    def val_blocks():
+        return (scale(b) for b in _float64_blocks(val_x, keep))
+
     if task == "regression":
-        if yt.ndim > 1 and yt.shape[1] == 1:
+        if yt.dim() > 1 and yt.shape[1] == 1:
             yt, yv = yt[:, 0], yv[:, 0]
-        models = {"linear": Ridge(alpha=1.0), "knn": KNeighborsRegressor(k, weights="distance")}
-        metric, score = "r2", r2_score
+        yt = yt.double()
+        weights = bl.ridge(xt, yt)
+        linear = torch.cat([bl.linear_predict(weights, b) for b in val_blocks()]).reshape(yv.shape)
+        knn = torch.cat([bl.knn_regress(d, i, yt) for d, i in bl.nearest(val_blocks(), xt, k)]).reshape(yv.shape)
+        metric, scores = "r2", {"linear": bl.r2(yv, linear), "knn": bl.r2(yv, knn)}
     else:
-        if len(np.unique(yt)) < 2:
+        classes, codes = torch.unique(yt.long(), return_inverse=True)
+        if len(classes) < 2:
             return {}
-        models = {"linear": LogisticRegression(max_iter=200), "knn": KNeighborsClassifier(k)}
-        metric, score = "accuracy", accuracy_score
-    scores, linear = {}, None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, m in models.items():
-            try:
-                m.fit(xt, yt)       # scored a block of validation rows at a time (standardized like the training)
-                pred = np.concatenate([m.predict((b - mean) / std) for b in _float64_blocks(val_x, keep)])
-                scores[name] = float(score(yv, pred.reshape(yv.shape)))
-            except ValueError:
-                continue
-            if name == "linear":
-                linear = pred.reshape(yv.shape)
-    if not scores:
-        return {}
+        weights = bl.logistic(xt, codes, len(classes))
+        linear = classes[torch.cat([bl.class_of(bl.linear_predict(weights, b)) for b in val_blocks()])]
+        knn = classes[torch.cat([bl.knn_classify(i, codes, len(classes)) for _, i in bl.nearest(val_blocks(), xt, k)])]
+        yv = yv.long()
+        metric = "accuracy"
+        scores = {"linear": float((linear == yv).double().mean()), "knn": float((knn == yv).double().mean())}
     out = {"metric": metric, "val": max(scores.values()), "models": scores, "k": k, "rows": int(len(xt))}
-    if net is not None and linear is not None:
-        out["versus_net"] = linear_versus_net(yv, linear, np.asarray(net), metric)
+    if net is not None:
+        out["versus_net"] = linear_versus_net(yv.numpy(), linear.numpy(), np.asarray(net), metric)
     return out
 
 
@@ -186,29 +202,25 @@ def linear_versus_net(y: np.ndarray, linear: np.ndarray, net: np.ndarray, metric
 
 
 def label_noise(model_probs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, confidence: float = 0.6,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, sample: TrainingSample | None = None) -> dict[str, Any]:
     """Estimated share of wrong labels among the training rows: rows that the final model predicts as
     another class with probability >= `confidence`, and that the majority of their nearest
     training neighbours (the row itself left out) also assign to another class. A model that merely
     underfits is wrong on many rows its neighbours get right, so it does not inflate the estimate."""
-    from sklearn.neighbors import NearestNeighbors
-
-    ys = y.long().cpu().numpy()
-    rows = np.arange(len(x))
-    if len(x) > BASELINE_ROWS:          # a sample is enough for a rate, and keeps this to milliseconds
-        rows = np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS, replace=False))
-    xs = x.reshape(len(x), -1)[torch.from_numpy(rows).to(x.device)].double().cpu().numpy()   # the sample's rows
-    if len(x) < 20 or not np.isfinite(xs).all() or not torch.isfinite(model_probs).all():
+    ys = y.long().cpu()
+    if len(x) < 20:
         return {}
-    (xs_std,) = _standardized(xs)
+    sample = sample or TrainingSample(x, seed)      # a sample is enough for a rate, and keeps this to milliseconds
+    rows = sample.rows
+    if sample.x is None or not torch.isfinite(model_probs).all():
+        return {}
     k = 10
-    nn_idx = NearestNeighbors(n_neighbors=min(k + 1, len(rows))).fit(xs_std).kneighbors(
-        xs_std, return_distance=False)[:, 1:]
+    nn_idx = bl.nearest_others(sample.x, k)
     votes = ys[rows][nn_idx]
-    neighbours_agree = (votes == ys[rows][:, None]).mean(1)
+    neighbours_agree = (votes == ys[rows][:, None]).double().mean(1)
     conf, pred = model_probs[rows].max(1)
-    suspect = (pred.numpy() != ys[rows]) & (conf.numpy() >= confidence) & (neighbours_agree < 0.5)
-    return {"checked": int(len(rows)), "suspects": int(suspect.sum()), "rate": float(suspect.mean()),
+    suspect = (pred != ys[rows]) & (conf >= confidence) & (neighbours_agree < 0.5)
+    return {"checked": int(len(rows)), "suspects": int(suspect.sum()), "rate": float(suspect.double().mean()),
             "confidence": confidence, "neighbours": k}
 
 
@@ -289,7 +301,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
         "leakage_same_target": {k: int(leaked_keys(keys("train", True), keys(k, True)).sum())
                                 for k in ("val", "test")},
     }
-    val = prepared.val
+    val, sample = prepared.val, None
     if val is not None and len(val) >= 10 and (task == "regression" or val.y.dim() == 1):
         # scored on the validation rows that are not copies of training rows: a baseline fitted on a
         # row's copy measures memory, not what the data allows
@@ -298,7 +310,9 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
             fresh[:] = True
         out = _outputs(model, val.x, eval_batch)[fresh]
         net = (out if task == "regression" else predictions(out, task)).numpy()
-        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task, keep=fresh, net=net)
+        sample = TrainingSample(prepared.train.x)
+        facts["baseline"] = baselines(prepared.train.x, prepared.train.y, val.x, val.y, task, keep=fresh, net=net,
+                                      sample=sample)
         if facts["baseline"]:
             facts["baseline"]["val_rows_left_out"] = int((~fresh).sum())
     if task == "regression":
@@ -309,7 +323,7 @@ def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_bat
     train = prepared.train
     if train.y.dim() == 1:
         probs = class_probabilities(_outputs(model, train.x, eval_batch), loss_kind)
-        facts["noise"] = label_noise(probs, train.x, train.y)
+        facts["noise"] = label_noise(probs, train.x, train.y, sample=sample)
         facts["suspects"] = [
             {"index": int(prepared.indices["train"][i]), "label": ds.classes[int(train.y[i])],
              "prediction": ds.classes[p], "confidence": round(c, 4)}
