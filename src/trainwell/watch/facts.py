@@ -268,9 +268,15 @@ def confident_mistakes(probs: torch.Tensor, y: torch.Tensor, top: int) -> list[t
 def _outputs(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     was = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).float().cpu()
+    out = None
+    for i in range(0, len(x), batch):
+        part = model(x[i:i + batch])
+        if out is None:         # one result tensor, filled batch after batch (no list of parts to join)
+            out = torch.empty((len(x), *part.shape[1:]), dtype=torch.float32)
+        out[i:i + len(part)] = part
+        del part
     model.train(was)
-    return out
+    return out if out is not None else torch.empty(0)
 
 
 def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
