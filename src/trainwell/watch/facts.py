@@ -19,6 +19,7 @@ and stored in the run folder (facts.json), so the doctor and the report need not
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,10 @@ class TrainingSample:
         if len(x) > BASELINE_ROWS:
             self.rows = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS,
                                                                                    replace=False)))
-        xs = flat[self.rows.to(flat.device)].cpu().double()         # a copy of the sample's rows only
+        # a float64 copy of the sample's rows only, filled a block of rows at a time
+        xs = torch.empty(len(self.rows), flat.shape[1], dtype=torch.float64)
+        for i in range(0, len(xs), bl.QUERY_BLOCK):
+            xs[i:i + bl.QUERY_BLOCK].copy_(flat[self.rows[i:i + bl.QUERY_BLOCK].to(flat.device)])
         self.x, self.scale = None, None
         if torch.isfinite(xs).all():
             self.scale = bl.Standardizer(xs)
@@ -291,6 +295,38 @@ def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
 
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
+    """The facts of a finished run (see the module's docstring). Before and after them the C heap's free
+    pages (training's and the facts' freed temporaries) are handed back to the system, so the run holds
+    less while the report is drawn beside it."""
+    release_free_heap()         # (what training and the last evaluations freed)
+    try:
+        return _gather(model, prepared, task, top, eval_batch, loss_kind)
+    finally:
+        release_free_heap()
+
+
+def release_free_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim; nothing elsewhere). Freed tensors
+    of a few MiB stay in the heap, between live small blocks, as resident pages no one uses."""
+    global _trim
+    if _trim is None:
+        _trim = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _trim = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                pass
+    if _trim:
+        _trim(0)
+
+
+_trim: Any = None
+
+
+def _gather(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
+            loss_kind: str) -> dict[str, Any]:
     ds, ix = prepared.dataset, prepared.indices
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
     every_key = prepared.row_keys or row_keys(ds.x)     # (a Prepared made by hand may not carry them)
