@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..callbacks.nonfinite import all_finite
 from ..data.checks import row_keys
 from ..metrics import predictions, probabilities
 from . import baselines as bl
@@ -132,7 +133,7 @@ class TrainingSample:
         for i in range(0, len(xs), bl.QUERY_BLOCK):
             xs[i:i + bl.QUERY_BLOCK].copy_(flat[self.rows[i:i + bl.QUERY_BLOCK].to(flat.device)])
         self.x, self.scale = None, None
-        if torch.isfinite(xs).all():
+        if all_finite([xs]):        # (isfinite would hold a float64 |x| as large as the sample)
             self.scale = bl.Standardizer(xs)
             self.x = self.scale(xs)
 
