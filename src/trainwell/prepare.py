@@ -126,7 +126,8 @@ def _used_as_given(recipe: Recipe, x: np.ndarray, owned: bool, needs_impute: boo
     """Whether the splits read the caller's array through their indices (data/rows.py IndexedRows) instead of
     a copy: rows passed from Python as float32, C-ordered and writable (torch shares such an array), that the
     run uses as they are (data.normalize = "none", nothing imputed) on the CPU. Every read gives the values a
-    copy would hold; the caller's array is never written."""
+    copy would hold; the caller's array is never written (the returned run's `extras["data"]` reads it: what
+    the caller writes there later, it shows)."""
     return (not owned and recipe.data.normalize == "none" and not needs_impute
             and (device is None or torch.device(device).type == "cpu")
             and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable and x.ndim >= 2)
