@@ -252,3 +252,26 @@ def test_underfitting_names_the_best_baseline_and_skips_a_missing_one():
     facts["baseline"]["models"] = {"linear": None}
     (f,) = RULES["underfitting"](Evidence({}, rows, {}, {}, facts))
     assert "while a baseline model" in f.message
+
+
+def test_facts_of_a_prepared_without_row_keys_count_the_same_leakage():
+    """A Prepared made by hand may not carry the row keys, and its dataset holds no rows once arranged
+    (prepare.py): the facts then key the split tensors' rows, where exact copies stay exact copies."""
+    from dataclasses import replace
+
+    import torch
+
+    from trainwell.prepare import prepare_data
+    from trainwell.recipe import load_recipe
+    from trainwell.watch.facts import gather_facts
+
+    x, y = _digits()
+    data = (np.concatenate([x, x[:300]]), np.concatenate([y, y[:300]]))
+    prepared = prepare_data(load_recipe(None, {}), data)
+    assert len(prepared.dataset.x) == 0
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 10)
+    facts = [gather_facts(model, p, "multiclass", 5, 256, "cross_entropy")
+             for p in (prepared, replace(prepared, row_keys=[]))]
+    for key in ("leakage", "leakage_same_target"):
+        assert facts[1][key] == facts[0][key] and facts[0][key]["val"] > 0

@@ -283,11 +283,22 @@ def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
     return x[:, keep], tuple(ds.feature_names[j] for j in keep)
 
 
+def _split_row_keys(prepared) -> dict[int, bytes]:
+    """Row keys by source row index, of the split tensors' rows (the dataset holds none once prepared):
+    imputed and normalized alike, exact copies of a row stay exact copies."""
+    keys: dict[int, bytes] = {}
+    for name in ("train", "val", "test"):
+        part, idx = getattr(prepared, name), prepared.indices.get(name, ())
+        if part is not None and len(idx):
+            keys.update(zip(np.asarray(idx).tolist(), row_keys(part.x.cpu().numpy())))
+    return keys
+
+
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
     ds, ix = prepared.dataset, prepared.indices
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
-    every_key = prepared.row_keys or row_keys(ds.x)     # (a Prepared made by hand may not carry them)
+    every_key = prepared.row_keys or _split_row_keys(prepared)     # (a Prepared made by hand may not carry them)
 
     def keys(split: str, targets: bool = False) -> list[bytes]:
         return _with_targets([every_key[i] for i in ix[split]], ds.y[ix[split]] if targets else None)
