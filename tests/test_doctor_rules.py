@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from trainwell.data.checks import row_keys
 from trainwell.recipe import load_recipe
 from trainwell.watch import doctor as D
 from trainwell.watch.doctor import RULES, Evidence, Finding, diagnose, order_findings, set_flags
-from trainwell.watch.facts import calibration, label_noise, shared_rows
+from trainwell.watch.facts import calibration, keys_with_targets, label_noise, leaked_keys
 
 RECIPE = load_recipe(None).to_dict()
 
@@ -142,6 +143,10 @@ def test_leakage_counts_same_target_rows_with_graded_severity():
 
 def test_shared_rows_with_targets():
     import numpy as np
+
+    def shared_rows(train_x, other_x, train_y=None, other_y=None):     # as gather_facts counts them
+        return int(leaked_keys(keys_with_targets(row_keys(train_x), train_y),
+                               keys_with_targets(row_keys(other_x), other_y)).sum())
 
     x = np.array([[1.0, 2.0], [3.0, 4.0]])
     assert shared_rows(x, x) == 2

@@ -133,6 +133,11 @@ def regression_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[str, f
             "r2": float(r2.mean()) if rows >= 2 else math.nan}
 
 
+def r2(preds: torch.Tensor, target: torch.Tensor) -> float:
+    """`regression_metrics`' R2 alone (the doctor's baselines score with it)."""
+    return regression_metrics(preds, target)["r2"]
+
+
 def _confidence_bins(probs: torch.Tensor, target: torch.Tensor, bins: int):
     """Per equal-width bin of the top-label confidence (the last closed at 1): rows, sum of
     confidences, sum of hits (float64)."""
