@@ -275,3 +275,20 @@ def test_facts_of_a_prepared_without_row_keys_count_the_same_leakage():
              for p in (prepared, replace(prepared, row_keys=[]))]
     for key in ("leakage", "leakage_same_target"):
         assert facts[1][key] == facts[0][key] and facts[0][key]["val"] > 0
+
+
+def test_try_keeps_the_first_seeds_verdict_when_the_next_seed_cannot_run(tmp_path):
+    """The next seed re-runs on the run's splits.npz, whose sha256 is of the data as first passed: rows
+    passed again in another order make that split file refuse them. --try then reports the run's own
+    seed, and why the second was not measured (which names the data), rather than failing after its
+    re-runs."""
+    from trainwell.watch.trial import try_remedy
+
+    x, y = _digits()
+    low = {**PLAIN, "optimizer.kind": "adam", "optimizer.lr": 1e-6, "train.epochs": 2, "watch.report": False}
+    run = fit(out=tmp_path / "run", quiet=True, data=(x, y), **low)
+    assert run.extras["findings"][0].rule == "lr_too_low"
+    result = try_remedy(tmp_path / "run", data=(np.roll(x, 1, axis=0), np.roll(y, 1)))
+    assert result.improved and not result.measured_twice
+    assert "the second seed's re-run failed: data.split_file:" in result.again_note
+    assert "(confirmed on one seed)" in result.summary()
