@@ -86,6 +86,25 @@ def test_the_default_keeps_pytorchs_weights_and_zero_biases():
     assert float(model.head.bias.detach().abs().max()) == 0.0      # the hidden layers have none: batch norm follows
 
 
+@pytest.mark.parametrize("make", [lambda: nn.Linear(40, 30), lambda: nn.Conv2d(3, 8, 5)])
+def test_pytorch_scheme_is_torchs_own_draw_from_the_given_generator(make):
+    torch.manual_seed(3)
+    reference = make()                    # torch's reset_parameters, from the global generator seeded with 3
+    w = init_weight_(torch.empty_like(reference.weight), "pytorch", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(w, reference.weight.detach())
+
+
+def test_the_default_network_is_the_same_whatever_the_global_generator():
+    r = load_recipe(None, {"init.bias": "pytorch", "model.norm": "none"})
+    ds = make_dataset(torch.randn(20, 8).numpy(), torch.arange(20).remainder(2).numpy())
+    torch.manual_seed(1)
+    a, _ = build_network(r, ds)
+    torch.manual_seed(2)
+    b, _ = build_network(r, ds)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
 def _train_tiny(weights: str, value: float = 0.0) -> nn.Module:
     import trainwell as tw
     run = tw.fit(None, out=False, quiet=True, **{
