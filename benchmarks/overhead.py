@@ -169,6 +169,8 @@ CONTENDERS = {
     "trainwell bf16": trainwell_loop({"train.precision": "bf16-mixed"}),
     "trainwell compile": trainwell_loop({"train.compile": True}),
     "tw compile+bf16": trainwell_loop({"train.compile": True, "train.precision": "bf16-mixed"}),
+    "tw bf16 1 thread": trainwell_loop({"train.precision": "bf16-mixed", "train.threads": 1}),
+    "tw 32 1 thread": trainwell_loop({"train.threads": 1}),
 }
 
 
