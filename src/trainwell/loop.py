@@ -270,17 +270,20 @@ class Trainer:
             self.guard.remember(ckpt.encode(*self.state_dict(), "the initial state"))
         self._next_save = time.monotonic() + self._every_seconds()
         try:
-            with InterruptFlag() as self.interrupts:
-                while st.epoch < self.settings.epochs and st.stop_reason is None:
-                    self._epoch()
-        except BaseException:
-            self._writer.close(check=False)       # what was queued still lands; the run's own error goes on
-            raise
+            with InterruptFlag() as self.interrupts:   # also while the last files are written: a signal raises the flag
+                try:
+                    while st.epoch < self.settings.epochs and st.stop_reason is None:
+                        self._epoch()
+                except BaseException:
+                    self._writer.close(check=False)    # what was queued still lands; the run's own error goes on
+                    raise
+                self._writer.close()          # every checkpoint on disk (or its write error) before fit returns
+                if self._interrupted():       # Ctrl-C / SIGTERM while they were written
+                    self._interrupt()
         finally:
             self.interrupts = None
             if self.progress is not None:
                 self.progress.stop()
-        self._writer.close()                      # every checkpoint on disk (or its write error) before fit returns
         if st.stop_reason is None:
             st.stop_reason, st.stopped_epoch = StopReason.FINISHED.value, st.epoch
         if self.settings.restore_best and self.best_state is not None:
