@@ -252,3 +252,43 @@ def test_underfitting_names_the_best_baseline_and_skips_a_missing_one():
     facts["baseline"]["models"] = {"linear": None}
     (f,) = RULES["underfitting"](Evidence({}, rows, {}, {}, facts))
     assert "while a baseline model" in f.message
+
+
+def test_facts_of_a_prepared_without_row_keys_count_the_same_leakage():
+    """A Prepared made by hand may not carry the row keys, and its dataset holds no rows once arranged
+    (prepare.py): the facts then key the split tensors' rows, where exact copies stay exact copies."""
+    from dataclasses import replace
+
+    import torch
+
+    from trainwell.prepare import prepare_data
+    from trainwell.recipe import load_recipe
+    from trainwell.watch.facts import gather_facts
+
+    x, y = _digits()
+    data = (np.concatenate([x, x[:300]]), np.concatenate([y, y[:300]]))
+    prepared = prepare_data(load_recipe(None, {}), data)
+    assert len(prepared.dataset.x) == 0
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 10)
+    facts = [gather_facts(model, p, "multiclass", 5, 256, "cross_entropy")
+             for p in (prepared, replace(prepared, row_keys=[]))]
+    for key in ("leakage", "leakage_same_target"):
+        assert facts[1][key] == facts[0][key] and facts[0][key]["val"] > 0
+
+
+def test_try_keeps_the_first_seeds_verdict_when_the_next_seed_cannot_run(tmp_path):
+    """The next seed re-runs on the run's splits.npz, whose sha256 is of the data as first passed: rows
+    passed again in another order make that split file refuse them. --try then reports the run's own
+    seed, and why the second was not measured (which names the data), rather than failing after its
+    re-runs."""
+    from trainwell.watch.trial import try_remedy
+
+    x, y = _digits()
+    low = {**PLAIN, "optimizer.kind": "adam", "optimizer.lr": 1e-6, "train.epochs": 2, "watch.report": False}
+    run = fit(out=tmp_path / "run", quiet=True, data=(x, y), **low)
+    assert run.extras["findings"][0].rule == "lr_too_low"
+    result = try_remedy(tmp_path / "run", data=(np.roll(x, 1, axis=0), np.roll(y, 1)))
+    assert result.improved and not result.measured_twice
+    assert "the second seed's re-run failed: data.split_file:" in result.again_note
+    assert "(confirmed on one seed)" in result.summary()

@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from trainwell.data.checks import row_keys
 from trainwell.recipe import load_recipe
 from trainwell.watch import doctor as D
 from trainwell.watch.doctor import RULES, Evidence, Finding, diagnose, order_findings, set_flags
-from trainwell.watch.facts import calibration, label_noise, shared_rows
+from trainwell.watch.facts import calibration, keys_with_targets, label_noise, leaked_keys
 
 RECIPE = load_recipe(None).to_dict()
 
@@ -142,6 +143,10 @@ def test_leakage_counts_same_target_rows_with_graded_severity():
 
 def test_shared_rows_with_targets():
     import numpy as np
+
+    def shared_rows(train_x, other_x, train_y=None, other_y=None):     # as gather_facts counts them
+        return int(leaked_keys(keys_with_targets(row_keys(train_x), train_y),
+                               keys_with_targets(row_keys(other_x), other_y)).sum())
 
     x = np.array([[1.0, 2.0], [3.0, 4.0]])
     assert shared_rows(x, x) == 2
@@ -470,10 +475,42 @@ def test_linear_better_accuracy_margin_and_not_nearly_linear():
 
 
 def test_linear_better_never_prescribes_what_the_run_does():
-    recipe = load_recipe(None, {"train.average.kind": "ensemble", "model.dropout": 0.3}).to_dict()
+    # already an ensemble with dropout 0.3 or more: neither is prescribed again, and no weight decay
+    # instead (weight decay 1.0 left carseats' validation R2 within 0.001: docs/doctor.md)
+    for dropout in (0.3, 0.5):
+        recipe = load_recipe(None, {"train.average.kind": "ensemble", "model.dropout": dropout}).to_dict()
+        (f,) = D.linear_better(_versus(0.08, 0.01, recipe=recipe))
+        assert f.overrides == {} and "ensemble" not in f.remedy and "regularize" not in f.remedy
+        assert "linear model itself" in f.remedy
+    # an ensemble with less dropout: dropout 0.3 is what is left to try
+    recipe = load_recipe(None, {"train.average.kind": "ensemble", "model.dropout": 0.1}).to_dict()
+    (f,) = D.linear_better(_versus(0.08, 0.01, recipe=recipe))
+    assert f.overrides == {"model.dropout": 0.3} and "regularize harder" in f.remedy
+
+
+def _custom_recipe():
+    import torch
+
+    from trainwell import custom
+
+    return custom.record(load_recipe(None, {"stopping.enabled": False, "stopping.restore_best": False}),
+                         torch.nn.Linear(14, 1), None).to_dict()
+
+
+def test_a_custom_module_is_never_prescribed_the_recipe_networks_keys():
+    # a module passed from Python has no model.dropout (load_recipe refuses the key) and cannot be an
+    # ensemble (members are built from [model]): the doctor prescribes neither
+    recipe = _custom_recipe()
+    with pytest.raises(Exception, match="model.dropout: unknown key"):
+        load_recipe(recipe, {"model.dropout": 0.3})
     (f,) = D.linear_better(_versus(0.08, 0.01, recipe=recipe))
     assert f.overrides == {} and "ensemble" not in f.remedy and "regularize" not in f.remedy
     assert "linear model itself" in f.remedy
+    rows = curve([1.0, 0.5, 0.3, 0.2, 0.1, 0.05], [1.0, 0.6, 0.5, 0.7, 0.9, 1.2])
+    (g,) = D.overfitting(ev(rows, recipe=recipe))
+    assert g.overrides == {"stopping.enabled": True, "stopping.restore_best": True}
+    assert "dropout" not in g.remedy and "weight decay" in g.remedy
+    load_recipe(recipe, g.overrides)           # what --try runs is a valid recipe
 
 
 def test_linear_better_is_listed_under_overfitting():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -123,7 +125,8 @@ def test_a_run_reports_the_metrics_of_its_own_predictions(tmp_path):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 10**6), st.integers(3, 200), st.integers(2, 7))
 def test_label_metrics_with_missing_classes_equal_sklearn(seed, n, c):
-    """Macro F1 runs over the classes among the targets or the predictions (sklearn's labels)."""
+    """Macro F1 runs over the classes among the targets or the predictions (sklearn's labels); balanced
+    accuracy, the mean recall, over the targets' classes only (a class never in the targets has no recall)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
     p = np.where(rng.random(n) < 0.6, y, rng.integers(0, c, n))
@@ -131,8 +134,16 @@ def test_label_metrics_with_missing_classes_equal_sklearn(seed, n, c):
     got = M.compute(M.build_metrics(task, c), torch.from_numpy(p), torch.from_numpy(y))
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, p), abs=1e-6)
     assert got["f1"] == pytest.approx(skm.f1_score(y, p, average="macro", zero_division=0), abs=1e-5)
-    if set(p) <= set(y):              # sklearn's balanced accuracy counts the targets' classes only
+    with warnings.catch_warnings():        # sklearn warns of predicted classes that are not in y_true
+        warnings.simplefilter("ignore")
         assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-5)
+
+
+def test_balanced_accuracy_leaves_out_a_class_only_predicted():
+    # targets 0, 0, 1, 1; predictions 0, 2, 1, 1: recalls 1/2 (class 0) and 2/2 (class 1); class 2 has no
+    # rows to recall. Mean over the targets' classes: 0.75 (counting class 2 as 0 would give 0.5).
+    got = M.compute(M.build_metrics("multiclass", 3), torch.tensor([0, 2, 1, 1]), torch.tensor([0, 0, 1, 1]))
+    assert got["balanced_accuracy"] == pytest.approx(0.75)
 
 
 @settings(max_examples=30, deadline=None)

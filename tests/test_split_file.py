@@ -103,3 +103,35 @@ def test_a_csv_split_is_identified_by_the_file_and_fits_recipes_that_encode_it_o
     old.write_bytes(splits_bytes(Splits(saved["train"], saved["val"], saved["test"]), n, data_sha256(ds.x, ds.y)))
     again = tw.fit(out=False, quiet=True, **csv, **{"data.drop": ["rownames"], "data.split_file": str(old)})
     np.testing.assert_array_equal(again.extras["data"].indices["test"], saved["test"])
+
+
+@pytest.mark.parametrize("kind", ["npy", "idx"])
+def test_a_split_file_of_other_labels_in_a_labels_file_is_refused(tmp_path, kind):
+    """An NPY source's labels file (data.target) and an IDX images file's labels file are part of the
+    data a split file was made from: other labels in them (the features file unchanged) are other data."""
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    if kind == "npy":
+        x = rng.normal(size=(60, 4)).astype(np.float32)
+        source, labels = tmp_path / "x.npy", tmp_path / "y.npy"
+        np.save(source, x)
+
+        def write_labels(v):
+            np.save(labels, v)
+        extra = {"data.target": str(labels)}
+    else:
+        source, labels = tmp_path / "train-images-idx3-ubyte", tmp_path / "train-labels-idx1-ubyte"
+        images = rng.integers(0, 256, size=(60, 4, 4), dtype=np.uint8)
+        source.write_bytes(b"\x00\x00\x08\x03" + np.array([60, 4, 4], ">u4").tobytes() + images.tobytes())
+
+        def write_labels(v):
+            labels.write_bytes(b"\x00\x00\x08\x01" + np.array([60], ">u4").tobytes() + v.astype(np.uint8).tobytes())
+        extra = {"model.kind": "mlp"}
+    write_labels(y)
+    quick = {**QUICK, "data.source": str(source), **extra}
+    tw.fit(out=tmp_path / "a", quiet=True, **quick)
+    same = tw.fit(out=False, quiet=True, **quick, seed=3, **{"data.split_file": str(tmp_path / "a")})
+    assert len(same.extras["data"].indices["test"])
+    write_labels(y[::-1].copy())                 # the same rows of features, other labels
+    with pytest.raises(DataError, match="data.split_file: .* was made from other data"):
+        tw.fit(out=False, quiet=True, **quick, seed=3, **{"data.split_file": str(tmp_path / "a")})

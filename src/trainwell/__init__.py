@@ -12,9 +12,10 @@ Names are imported on first use, so `trainwell recipe` or `--help` do not pay fo
 """
 
 import sys
-from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -48,13 +49,7 @@ if TYPE_CHECKING:
     from .search.run import search
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'trainwell' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 class _Package(ModuleType):

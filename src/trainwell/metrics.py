@@ -2,8 +2,10 @@
 
 Classification, from the predicted labels: accuracy, macro F1 (the mean of the per-class F1, for
 binary tasks too), balanced accuracy (the mean per-class recall) and, for binary tasks, the
-precision and recall of the positive class (class 1, the second of the sorted labels). The macro
-means run over the classes that occur among the targets or the predictions. From the predicted
+precision and recall of the positive class (class 1, the second of the sorted labels). Macro F1
+runs over the classes that occur among the targets or the predictions; balanced accuracy over the
+classes among the targets (a class that is only predicted has no recall), as scikit-learn's
+`balanced_accuracy_score`. From the predicted
 probabilities, on the evaluated splits (validation each epoch; train, validation and test once at
 the end, in metrics.json): the log-loss `nll`, the expected
 calibration error `ece` (15 equal-width bins of the top-label confidence, l1; the bins of the
@@ -95,7 +97,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def _macro(per_class: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """The mean of a per-class score over the classes present (in the targets or the predictions)."""
+    """The mean of a per-class score over the classes marked `present`."""
     w = present.float()
     return (_ratio(w * per_class, w.sum().expand_as(w))).sum()
 
@@ -109,7 +111,7 @@ def label_metrics(preds: torch.Tensor, target: torch.Tensor, n_classes: int, bin
     present = (tp + fp + fn) > 0
     out = {"accuracy": _ratio(tp.sum(), counts.sum()),
            "f1": _macro(_ratio(2.0 * tp, 2.0 * tp + fn + fp), present),
-           "balanced_accuracy": _macro(_ratio(tp, tp + fn), present)}
+           "balanced_accuracy": _macro(_ratio(tp, tp + fn), tp + fn > 0)}
     if binary:
         out["precision_pos"] = _ratio(tp[1], tp[1] + fp[1])
         out["recall_pos"] = _ratio(tp[1], tp[1] + fn[1])
@@ -129,6 +131,11 @@ def regression_metrics(preds: torch.Tensor, target: torch.Tensor) -> dict[str, f
     r2 = torch.where(tss > tiny, 1 - rss / torch.where(tss > tiny, tss, 1.0), (rss <= tiny).double())
     return {"mse": float((err * err).mean()), "mae": float(err.abs().mean()),
             "r2": float(r2.mean()) if rows >= 2 else math.nan}
+
+
+def r2(preds: torch.Tensor, target: torch.Tensor) -> float:
+    """`regression_metrics`' R2 alone (the doctor's baselines score with it)."""
+    return regression_metrics(preds, target)["r2"]
 
 
 def _confidence_bins(probs: torch.Tensor, target: torch.Tensor, bins: int):

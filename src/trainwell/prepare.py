@@ -75,7 +75,7 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     checks.check_targets(ds.y, ds.task, where)
     needs_impute = checks.nonfinite_features(ds.x, ds.feature_names, where, recipe.data.nonfinite)
     labels = ds.y if ds.task != "regression" and recipe.data.stratify else None
-    sha256, loaded = rows_sha256(recipe.data.source if data is None else None, ds.x, ds.y)
+    sha256, loaded = rows_sha256(recipe.data if data is None else None, ds.x, ds.y)
     if recipe.data.split_file is not None:
         splits = read_split_file(recipe.data.split_file, len(ds.y), sha256, loaded)
     else:

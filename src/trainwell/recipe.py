@@ -83,8 +83,8 @@ class DataSection(Section):
     split_file: str | None = _field(
         None, "Reuse the train/validation/test rows of another run: its folder or its splits.npz (every run "
         "folder holds one: row indices in the source's row order, with the row count and the sha256 of the "
-        "source file, or of the loaded data when the source is not one file, so recipes that keep or encode "
-        "a file's columns differently share its splits). Refused for other data; data.split and "
+        "source file (and of its labels file, when the targets are read from one), or of the loaded data when "
+        "the source is not a file, so recipes that keep or encode a file's columns differently share its splits). Refused for other data; data.split and "
         "data.stratify are then not used.")
     stratify: bool = _field(True, "Keep class proportions equal across splits (classification only).")
     normalize: Literal["none", "minmax", "standard", "per_channel", "pca_whiten", "zca_whiten"] = _field(

@@ -231,14 +231,18 @@ def _load_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read as NPY ({exc.__class__.__name__}: {exc})") from None
 
 
+def _npy_labels_path(path: Path, target: str) -> Path:
+    """An NPY source's labels file: `data.target` as given, else next to the features file."""
+    labels = Path(target)
+    return path.parent / target if not labels.is_file() and (path.parent / target).is_file() else labels
+
+
 def read_npy(path: Path, section, fmt: str = "npy"):
     """An NPY array of features; labels in the file `data.target` names, else its last column."""
     x = _load_npy(path)
     target = section.target
     if target is not None and target.endswith(".npy"):
-        labels = Path(target)
-        if not labels.is_file() and (path.parent / target).is_file():
-            labels = path.parent / target
+        labels = _npy_labels_path(path, target)
         if not labels.is_file():
             raise DataError(f"data.target: labels file {target!r} not found")
         return x, _load_npy(labels), ()
@@ -303,9 +307,13 @@ def idx_labels_path(images: Path) -> Path:
     return images.with_name(name)
 
 
+def _idx_labels(path: Path, section) -> Path:
+    return Path(section.target) if section.target else idx_labels_path(path)
+
+
 def read_idx(path: Path, section, fmt: str = "idx"):
     images = read_idx_array(path)
-    labels_path = Path(section.target) if section.target else idx_labels_path(path)
+    labels_path = _idx_labels(path, section)
     if labels_path == path or not labels_path.is_file():
         raise DataError(f"data.target: IDX labels file {str(labels_path)!r} not found; name it with "
                         "data.target")
@@ -405,6 +413,17 @@ def detect_format(path: Path) -> str | None:
         return "idx"
     if suffix == ".bin" and path.is_file():
         return cifar_kind(path)
+    return None
+
+
+def labels_file(path: Path, section) -> Path | None:
+    """The second file a source's targets are read from (an NPY source's `data.target` labels file, an
+    IDX images file's labels file), or None when the targets are in the source itself."""
+    fmt = section.format if section.format != "auto" else detect_format(path)
+    if fmt == "npy" and section.target is not None and section.target.endswith(".npy"):
+        return _npy_labels_path(path, section.target)
+    if fmt == "idx":
+        return _idx_labels(path, section)
     return None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .formats import labels_file
 from .sources import BUNDLED, SYNTHETIC
 
 
@@ -66,30 +67,37 @@ def data_sha256(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def file_sha256(source: str) -> str | None:
-    """sha256 of a one-file source's bytes (a CSV, Parquet, NPZ, ... file): the rows as they are in the
-    file, whatever columns a recipe keeps or how it encodes them. None for anything else."""
+def file_sha256(section) -> str | None:
+    """sha256 of a file source's bytes (a CSV, Parquet, NPZ, ... file): the rows as they are in the
+    file, whatever columns a recipe keeps or how it encodes them; followed by its labels file's bytes
+    when the targets are read from a second file (an NPY source's `data.target`, an IDX labels file).
+    None for anything else (`section`: the recipe's [data])."""
+    source = section.source
     path = Path(source)
     if source in BUNDLED or source in SYNTHETIC or not path.is_file():
         return None
+    labels = labels_file(path, section)
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for name in (path, *([labels] if labels is not None else [])):
+        with name.open("rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
-def rows_sha256(source: str | None, x: np.ndarray, y: np.ndarray) -> tuple[str, str]:
-    """What identifies the rows a split file indexes: the source file's sha256 when the data is one
-    file (so recipes that keep or encode its columns differently share splits), else the loaded
-    data's; and the loaded data's (what split files held before)."""
+def rows_sha256(section, x: np.ndarray, y: np.ndarray) -> tuple[str, str]:
+    """What identifies the rows a split file indexes: the source file's sha256 when the data is read
+    from a file (so recipes that keep or encode its columns differently share splits; with its labels
+    file, when it has one), else the loaded data's; and the loaded data's (what split files held
+    before). `section`: the recipe's [data], None for data passed from Python."""
     loaded = data_sha256(x, y)
-    return (file_sha256(source) if source is not None else None) or loaded, loaded
+    return (file_sha256(section) if section is not None else None) or loaded, loaded
 
 
 def splits_bytes(splits: Splits, n_rows: int, sha256: str) -> bytes:
     """The run folder's splits.npz: row indices (in the source's row order) of each split, the number
-    of rows and the sha256 of the data they index (of the source file when the data is one file)."""
+    of rows and the sha256 of the data they index (of the source file, with its labels file, when the data
+    is read from a file: `rows_sha256`)."""
     buf = io.BytesIO()
     np.savez(buf, train=splits.train.astype(np.int64), val=splits.val.astype(np.int64),
              test=splits.test.astype(np.int64), rows=np.int64(n_rows), sha256=np.array(sha256))

@@ -3,8 +3,9 @@
 Names are imported on first use: the report's figures (drawn in a helper process, report/painter.py)
 read `watch.evidence` without paying for torch, which the probes and facts need."""
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {"RULES": "doctor", "Evidence": "evidence", "Finding": "evidence", "diagnose": "doctor",
             "load_evidence": "evidence", "ProbeCallback": "probes"}
@@ -16,11 +17,4 @@ if TYPE_CHECKING:
     from .evidence import Evidence, Finding, load_evidence
     from .probes import ProbeCallback
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -143,14 +143,3 @@ def knn_regress(dist: torch.Tensor, idx: torch.Tensor, y: torch.Tensor) -> torch
     w = torch.where(zero.any(1, keepdim=True), zero.to(dist.dtype), 1 / dist)
     y2 = y.reshape(len(y), -1)
     return ((w[:, :, None] * y2[idx]).sum(1) / w.sum(1, keepdim=True)).reshape(len(idx), *y.shape[1:])
-
-
-def r2(y: torch.Tensor, pred: torch.Tensor) -> float:
-    """The coefficient of determination, averaged over outputs; an output with constant targets scores 1
-    when predicted exactly, else 0."""
-    y2, p2 = y.reshape(len(y), -1).double(), pred.reshape(len(y), -1).double()
-    ss_res = ((y2 - p2) ** 2).sum(0)
-    ss_tot = ((y2 - y2.mean(0)) ** 2).sum(0)
-    score = torch.where(ss_tot > 0, 1 - ss_res / torch.where(ss_tot > 0, ss_tot, 1.0),
-                        (ss_res == 0).double())
-    return float(score.mean())

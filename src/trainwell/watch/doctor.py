@@ -100,8 +100,12 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _new(ev: Evidence, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides the run does not already have."""
-    return {k: v for k, v in overrides.items() if not _same(ev.setting(k), v)}
+    """The overrides the run does not already have, and that apply to its model: a module passed from
+    Python (model.kind "custom") has none of the [model] keys and cannot be an ensemble (its members are
+    built from [model]), so those are left out for it."""
+    custom = ev.setting("model.kind") == "custom"
+    return {k: v for k, v in overrides.items() if not _same(ev.setting(k), v)
+            and not (custom and (k.startswith("model.") or (k, v) == ("train.average.kind", "ensemble")))}
 
 
 def remedy(ev: Evidence, options: list[Option], lead: str = "") -> tuple[str, dict[str, Any]]:

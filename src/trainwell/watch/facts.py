@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from ..data.checks import row_keys
-from ..metrics import predictions, probabilities
+from ..metrics import predictions, probabilities, r2
 from . import baselines as bl
 
-FACTS = "facts.json"
 MOMENT_ROWS = 256           # rows of the training split read at a time for the feature scales
 
 
@@ -69,7 +68,7 @@ def feature_scales(x: torch.Tensor, names: tuple[str, ...] = ()) -> dict[str, An
     return out
 
 
-def _with_targets(keys: list[bytes], y: np.ndarray | None) -> list[bytes]:
+def keys_with_targets(keys: list[bytes], y: np.ndarray | None) -> list[bytes]:
     """Row keys (data/checks.row_keys), each followed by its row's target when targets are given."""
     if y is None or len(keys) == 0:
         return keys
@@ -90,15 +89,6 @@ def leak_lift(correct: np.ndarray, leaked: np.ndarray) -> dict[str, Any]:
         return {}
     on, off = float(correct[leaked].mean()), float(correct[~leaked].mean())
     return {"accuracy_leaked": on, "accuracy_rest": off, "lift": float(leaked.mean() * (on - off))}
-
-
-def shared_rows(train_x: np.ndarray, other_x: np.ndarray, train_y: np.ndarray | None = None,
-                other_y: np.ndarray | None = None) -> int:
-    """Rows of `other_x` whose features occur exactly in `train_x` (with the targets given: and
-    whose target is also the same)."""
-    if len(other_x) == 0:
-        return 0
-    return int(leaked_keys(_with_targets(row_keys(train_x), train_y), _with_targets(row_keys(other_x), other_y)).sum())
 
 
 BASELINE_ROWS = 2000        # rows of the training split the baselines are fitted on (at most)
@@ -159,7 +149,7 @@ def baselines(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
         weights = bl.ridge(xt, yt)
         linear = torch.cat([bl.linear_predict(weights, b) for b in val_blocks()]).reshape(yv.shape)
         knn = torch.cat([bl.knn_regress(d, i, yt) for d, i in bl.nearest(val_blocks(), xt, k)]).reshape(yv.shape)
-        metric, scores = "r2", {"linear": bl.r2(yv, linear), "knn": bl.r2(yv, knn)}
+        metric, scores = "r2", {"linear": r2(linear, yv), "knn": r2(knn, yv)}
     else:
         classes, codes = torch.unique(yt.long(), return_inverse=True)
         if len(classes) < 2:
@@ -283,14 +273,25 @@ def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
     return x[:, keep], tuple(ds.feature_names[j] for j in keep)
 
 
+def _split_row_keys(prepared) -> dict[int, bytes]:
+    """Row keys by source row index, of the split tensors' rows (the dataset holds none once prepared):
+    imputed and normalized alike, exact copies of a row stay exact copies."""
+    keys: dict[int, bytes] = {}
+    for name in ("train", "val", "test"):
+        part, idx = getattr(prepared, name), prepared.indices.get(name, ())
+        if part is not None and len(idx):
+            keys.update(zip(np.asarray(idx).tolist(), row_keys(part.x.cpu().numpy())))
+    return keys
+
+
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
     ds, ix = prepared.dataset, prepared.indices
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
-    every_key = prepared.row_keys or row_keys(ds.x)     # (a Prepared made by hand may not carry them)
+    every_key = prepared.row_keys or _split_row_keys(prepared)     # (a Prepared made by hand may not carry them)
 
     def keys(split: str, targets: bool = False) -> list[bytes]:
-        return _with_targets([every_key[i] for i in ix[split]], ds.y[ix[split]] if targets else None)
+        return keys_with_targets([every_key[i] for i in ix[split]], ds.y[ix[split]] if targets else None)
 
     facts: dict[str, Any] = {
         "data": {"name": ds.name, "task": task, "shape": list(ds.x.shape[1:]), "classes": list(ds.classes),

@@ -208,11 +208,16 @@ def try_remedy(run_dir: str | Path, epochs: int | None = None, out: str | Path |
             same_rows = recipe.data.source not in SYNTHETIC and (run_dir / SPLITS_FILE).is_file()
             if same_rows:
                 seed_kw["data.split_file"] = str(run_dir / SPLITS_FILE)
-            sides = [fit(recipe, out=base / f"seed{recipe.seed + 1}-{side}", model=copy.deepcopy(model),
-                         **{**seed_kw, **extra}) for side, extra in (("before", {}), ("after", first.overrides))]
-            again = (value(sides[0].history, sides[0].metrics, best),
-                     value(sides[1].history, sides[1].metrics, bool(first.overrides.get("stopping.restore_best", best))))
-            again_note = f"seed {recipe.seed + 1}" + (" (the same rows)" if same_rows else " (its own synthetic rows)")
+            try:
+                sides = [fit(recipe, out=base / f"seed{recipe.seed + 1}-{side}", model=copy.deepcopy(model),
+                             **{**seed_kw, **extra}) for side, extra in (("before", {}), ("after", first.overrides))]
+            except TrainwellError as exc:       # the run's own seed is measured: its verdict stands, on one seed
+                again_note = f"the second seed's re-run failed: {exc}"
+            else:
+                again = (value(sides[0].history, sides[0].metrics, best),
+                         value(sides[1].history, sides[1].metrics,
+                               bool(first.overrides.get("stopping.restore_best", best))))
+                again_note = f"seed {recipe.seed + 1}" + (" (the same rows)" if same_rows else " (its own synthetic rows)")
         else:
             again_note = ("the second seed was not run: the run's " + (
                 f"epochs take ~{seconds:.0f} s" if math.isfinite(seconds) else "epochs' times are not recorded"))
