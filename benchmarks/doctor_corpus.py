@@ -163,8 +163,16 @@ def breast_cancer_csv(folder: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------ the scenarios
+# The corpus was written and labelled when the default weight initialization was He's (kaiming_normal):
+# its runs keep it, so each scenario is still the run its labels describe (several problems were
+# engineered for those weights: with PyTorch's smaller ones, today's default, an SGD rate that diverged
+# no longer does). A scenario that names init.weights keeps its own.
+WRITTEN_WITH = {"init.weights": "kaiming_normal"}
+
+
 def _s(name, area, overrides, fire=(), first=(), may=(), data=None, fast=False) -> Scenario:
-    return Scenario(name, area, {**QUIET, **overrides}, tuple(fire), tuple(first or fire[:1]), tuple(may), data, fast)
+    return Scenario(name, area, {**QUIET, **WRITTEN_WITH, **overrides}, tuple(fire), tuple(first or fire[:1]), tuple(may),
+                    data, fast)
 
 
 DIGITS = {"data.source": "digits", "train.epochs": 10}

@@ -230,3 +230,25 @@ def test_a_default_fit_on_an_npz_imports_neither_sklearn_nor_scipy_nor_pandas(tm
     assert set(found["baseline"]["models"]) == {"linear", "knn"}          # the baselines did run
     assert found["noise"]["checked"] > 0
     assert (tmp_path / "run" / "report.html").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 400), d=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_the_standardizer_moments_are_the_whole_matrix_ones_bit_for_bit(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, d, generator=g) * 3 + torch.rand(d, generator=g) * 10).double()
+    x[:, 0] = 2.5                               # a constant column: centred only
+    s = bl.Standardizer(x)
+    std = x.std(0, unbiased=False)
+    assert torch.equal(s.mean, x.mean(0))
+    assert torch.equal(s.std, torch.where(std < 1e-12, torch.ones_like(std), std))
+
+
+@pytest.mark.parametrize("rows", [30, 2000, 4100])
+def test_the_training_sample_is_the_standardized_float64_copy_of_its_rows(rows):
+    x = torch.randn(rows, 37, generator=torch.Generator().manual_seed(rows)) * 4 + 1
+    sample = facts.TrainingSample(x, seed=1)
+    assert len(sample.rows) == min(rows, facts.BASELINE_ROWS)
+    want = x[sample.rows].double()
+    want = (want - want.mean(0)) / want.std(0, unbiased=False)
+    assert torch.equal(sample.x, want)

@@ -228,7 +228,7 @@ def test_causes_come_first_with_their_symptoms_under_them():
 
 
 def test_remedies_never_repeat_the_recipe_and_end_with_overrides():
-    # a run that already has He init and zero biases: dead units are blamed on the step size
+    # a run with a scaled init (the default, PyTorch's) and zero biases: dead units are blamed on the step size
     probes = {"activations": [{"name": "act1"}],
               "epochs": [{"epoch": 1, "activations": {"act1": {"dead": 0.9}}}]}
     (f,) = D.dead_relus(ev(probes=probes))
@@ -238,6 +238,10 @@ def test_remedies_never_repeat_the_recipe_and_end_with_overrides():
     bad = {**RECIPE, "init": {**RECIPE["init"], "bias": "constant", "bias_value": -4.0}}
     (g,) = D.dead_relus(ev(probes=probes, recipe=bad))
     assert g.overrides == {"init.bias": "zeros"}
+    # weights not scaled to the fan-in (a fixed-std normal): He initialization first
+    small = {**RECIPE, "init": {**RECIPE["init"], "weights": "normal"}}
+    (h,) = D.dead_relus(ev(probes=probes, recipe=small))
+    assert h.remedy.startswith("He") and h.overrides.get("init.weights") == "kaiming_normal"
     assert set_flags({"optimizer.lr": 3e-4, "init.weights": "kaiming_normal", "model.hidden": [64, 64],
                       "stopping.enabled": True}) == ('--set optimizer.lr=0.0003 --set init.weights="kaiming_normal" '
                                                      '--set model.hidden=[64, 64] --set stopping.enabled=true')

@@ -72,6 +72,39 @@ def test_he_init_from_recipe_uses_the_relu_gain():
     assert float(model.fc1.bias.detach().abs().max()) == 0.0
 
 
+def test_the_default_keeps_pytorchs_weights_and_zero_biases():
+    """The default recipe: each layer's weights as PyTorch initializes them, U(+-1/sqrt(fan_in)) (std
+    1/sqrt(3 fan_in), where He's ReLU init has sqrt(2/fan_in)), biases zero (PRODUCT.md)."""
+    assert load_recipe(None, {}).init.weights == "pytorch"
+    r = load_recipe(None, {"model.hidden": [2000, 1000]})
+    ds = make_dataset(torch.randn(20, 1000).numpy(), torch.arange(20).remainder(2).numpy())
+    model, _ = build_network(r, ds)
+    for layer in (model.fc1, model.fc2, model.head):
+        w, fan_in = layer.weight.detach(), layer.weight.shape[1]
+        assert float(w.abs().max()) <= 1 / math.sqrt(fan_in)
+        assert float(w.std()) == pytest.approx(1 / math.sqrt(3 * fan_in), rel=0.03)
+    assert float(model.head.bias.detach().abs().max()) == 0.0      # the hidden layers have none: batch norm follows
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Linear(40, 30), lambda: nn.Conv2d(3, 8, 5)])
+def test_pytorch_scheme_is_torchs_own_draw_from_the_given_generator(make):
+    torch.manual_seed(3)
+    reference = make()                    # torch's reset_parameters, from the global generator seeded with 3
+    w = init_weight_(torch.empty_like(reference.weight), "pytorch", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(w, reference.weight.detach())
+
+
+def test_the_default_network_is_the_same_whatever_the_global_generator():
+    r = load_recipe(None, {"init.bias": "pytorch", "model.norm": "none"})
+    ds = make_dataset(torch.randn(20, 8).numpy(), torch.arange(20).remainder(2).numpy())
+    torch.manual_seed(1)
+    a, _ = build_network(r, ds)
+    torch.manual_seed(2)
+    b, _ = build_network(r, ds)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
 def _train_tiny(weights: str, value: float = 0.0) -> nn.Module:
     import trainwell as tw
     run = tw.fit(None, out=False, quiet=True, **{

@@ -4,6 +4,8 @@ ones of the whole matrix, computed a block of columns at a time."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,98 @@ def test_a_float32_array_passed_from_python_is_not_written_and_not_copied_twice(
     prepared = run.extras["data"]
     assert not any(np.shares_memory(getattr(prepared, k).x.numpy(), x) for k in SPLITS)
     assert len({_storage(getattr(prepared, k).x) for k in SPLITS}) == 1
+
+
+# ------------------------------------------------------------------------------ rows used as given: read by index
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 60), width=st.sampled_from([(3,), (2, 3), (1,)]), seed=st.integers(0, 2**16),
+       start=st.integers(0, 70), stop=st.integers(0, 70))
+def test_indexed_rows_read_what_the_gathered_rows_hold_bit_for_bit(n, width, seed, start, stop):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n + 5, *width, generator=g)
+    index = torch.randperm(n + 5, generator=g)[:n]
+    r, want = rows.IndexedRows(base, index), base[index]
+    assert r.shape == want.shape and len(r) == n and r.dtype == want.dtype and r.dim() == want.dim()
+    assert torch.equal(r[start:stop], want[start:stop])
+    assert r[start:stop].is_contiguous()
+    idx = torch.randint(0, n, (7,), generator=g)
+    assert torch.equal(r[idx], want[idx]) and torch.equal(r.index_select(0, idx), want.index_select(0, idx))
+    assert torch.equal(r[idx.numpy()], want[idx])
+    mask = torch.rand(n, generator=g) > 0.5
+    assert torch.equal(r[mask], want[mask])
+    k = int(idx[0])
+    assert torch.equal(r[k], want[k]) and torch.equal(r[np.int64(k)], want[k])
+    assert torch.equal(r[idx, 0], want[idx, 0]) and torch.equal(r[..., 0], want[..., 0])
+    assert torch.equal(r.reshape(n, -1)[start:stop], want.reshape(n, -1)[start:stop])
+    # anything else acts on the gathered rows: a torch function, a tensor method, numpy
+    assert torch.equal(torch.nn.functional.relu(r), torch.relu(want))
+    assert torch.equal(r.sum(0), want.sum(0)) and torch.equal(r.double(), want.double())
+    np.testing.assert_array_equal(np.asarray(r), want.numpy())
+
+
+def test_the_fingerprint_of_indexed_rows_is_the_gathered_rows_one():
+    from trainwell.loop import SplitTensors
+    from trainwell.runstate import fingerprint
+
+    base = torch.randn(5000, 300)            # several READ_BYTES blocks
+    index = torch.randperm(5000)[:4321]
+    y = torch.arange(4321)
+    assert (fingerprint(SplitTensors(rows.IndexedRows(base, index), y))
+            == fingerprint(SplitTensors(base[index], y)))
+    assert fingerprint(SplitTensors(rows.IndexedRows(base, index.flip(0)), y)) != fingerprint(SplitTensors(base[index], y))
+
+
+def test_constant_features_read_by_index_are_those_of_the_rows():
+    from trainwell.data.checks import constant_features
+
+    x = np.random.default_rng(0).normal(size=(3000, 400)).astype(np.float32)
+    train = np.sort(np.random.default_rng(1).choice(3000, 2000, replace=False))
+    x[train, 7] = 1.5       # constant in the training rows only
+    x[train, 9] = -2.0
+    names = tuple(f"f{j}" for j in range(400))
+    by_index = constant_features(rows.IndexedRows(torch.from_numpy(x), torch.from_numpy(train)), names)
+    assert by_index == constant_features(x[train], names) and "('f7', 'f9')" in by_index[0]
+
+
+def _caller_data(n=600, d=12, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x, (x[:, :3].sum(1) > 0).astype(np.int64)
+
+
+def test_rows_used_as_given_are_read_from_the_callers_array_without_a_copy():
+    x, y = _caller_data()
+    given = x.copy()
+    recipe = tw.load_recipe(None, {"data.normalize": "none"})
+    prepared = prepare_data(recipe, (x, y))
+    for k in SPLITS:
+        part = getattr(prepared, k)
+        assert isinstance(part.x, rows.IndexedRows) and np.shares_memory(part.x.base.numpy(), x)
+        np.testing.assert_array_equal(np.asarray(part.x), given[prepared.indices[k]])
+        assert torch.equal(part.y, torch.from_numpy(y[prepared.indices[k]]))
+    # normalized, imputed or not writable: a copy, as before
+    for overrides, data in [({}, (x, y)), ({"data.normalize": "none"}, (given.astype(np.float64), y))]:
+        assert not isinstance(prepare_data(tw.load_recipe(None, overrides), data).train.x, rows.IndexedRows)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    assert not isinstance(prepare_data(recipe, (frozen, y)).train.x, rows.IndexedRows)
+
+
+def test_a_run_on_rows_read_by_index_equals_the_run_on_a_copy_of_them(tmp_path):
+    """The same history, metrics and facts, bit for bit, as the run on the arranged copy (a read-only array
+    is copied), and the caller's array is not written."""
+    x, y = _caller_data()
+    given = x.copy()
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    keys = {"data.normalize": "none", "train.epochs": 3, "model.hidden": [16], "watch.report": False}
+    runs = [tw.fit(out=tmp_path / name, quiet=True, data=(arr, y), **keys) for name, arr in (("i", x), ("c", frozen))]
+    assert isinstance(runs[0].extras["data"].train.x, rows.IndexedRows)
+    assert not isinstance(runs[1].extras["data"].train.x, rows.IndexedRows)
+    np.testing.assert_array_equal(x, given)
+    untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in r.history] for r in runs]
+    assert untimed[0] == untimed[1]
+    a, b = (json.loads((tmp_path / d / "facts.json").read_text()) for d in "ic")
+    assert a == b
+    for split in ("val", "test", "train"):
+        assert runs[0].metrics[split] == runs[1].metrics[split], split

@@ -108,7 +108,8 @@ def test_after_a_rollback_the_best_checkpoint_holds_an_epoch_that_was_kept(tmp_p
     over = {"data.source": "moons", "data.n_samples": 400, "model.hidden": [16], "optimizer.lr": 0.01,
             "train.epochs": 5, "stopping.enabled": False, "stopping.min_delta": 1e-3,
             "watch.on_nan": "rollback", "watch.nan_lr_factor": 1e-6, "watch.probes": False,
-            "watch.doctor": False, "watch.report": False}
+            "watch.doctor": False, "watch.report": False,
+            "init.weights": "kaiming_normal"}     # the trajectory described above is this initialization's
     run = tw.fit(out=tmp_path / "run", quiet=True, callbacks=[_Poison(at=4, times=2)], **over)
     rollbacks = [e for e in run.metrics["nan_events"] if e["action"] == "rollback"]
     steps = run.extras["trainer"].setup.steps_per_epoch

@@ -6,6 +6,7 @@ import struct
 import tomllib
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 from trainwell.recipe import load_recipe
@@ -37,9 +38,9 @@ def test_csv_classification_folds_synthetic_image_and_regression_keys():
     unused = unused_keys(_recipe(**{"data.source": "x.csv", "data.target": "y"}), "binary", image=False)
     for key in ("data.n_samples", "data.noise", "data.classes", "data.shape_kinds", "data.image_size",
                 "data.augment.hflip", "data.augment.cutmix_alpha", "data.target_normalize", "model.negative_slope",
-                "init.std", "loss.delta", "loss.margin", "watch.nan_retries", "search.trials"):
-        assert key in unused, key
-    for key in ("data.target", "data.drop", "data.categorical", "data.stratify", "model.hidden", "init.mode",
+                "init.std", "init.mode", "loss.delta", "loss.margin", "watch.nan_retries", "search.trials"):
+        assert key in unused, key      # init.mode: the default weights (pytorch) are not kaiming or lecun
+    for key in ("data.target", "data.drop", "data.categorical", "data.stratify", "model.hidden", "init.weights",
                 "loss.class_weight", "loss.label_smoothing", "train.sampler", "data.augment.mixup_alpha"):
         assert key not in unused, key
 
@@ -151,3 +152,56 @@ def test_steady_curve_keeps_its_whole_range(monkeypatch):
     ax = next(a for a in fig.axes if a.get_title() == "accuracy")
     lo, hi = ax.get_ylim()
     assert lo <= 0.54 and hi >= 0.9 and ax.get_xlabel() == "epoch"
+
+
+# ------------------------------------------------------------------------------- figure margins
+def _weights(epochs, layers, scale):
+    return {"epochs": [{"epoch": e, "weights": {f"fc{i}": {"grad_norm": scale * (1 + i) / e, "update_ratio": 1e-3 * (1 + i) / e}
+                                                for i in range(layers)}} for e in range(1, epochs + 1)]}
+
+
+def _bins(n=10):
+    return [{"low": i / n, "high": (i + 1) / n, "rows": 5 * i, "confidence": (i + 0.5) / n, "accuracy": (i + 0.3) / n}
+            for i in range(n)]
+
+
+LAID_OUT = {
+    "curves, two rows, epoch 1 off the axes": (plots.curves, Evidence(
+        {}, _history(12, ("accuracy", "f1", "balanced_accuracy", "precision_pos", "recall_pos"),
+                     lambda e, s: 1 - 0.5 / e), {"best_epoch": 9, "stopped_epoch": 12}, {}, {})),
+    "curves, large values with an offset": (plots.curves, Evidence(
+        {}, [{"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.6 / e, "train_mse": 3.1e8 + 1e4 * e,
+              "val_mse": 3.2e8 - 1e4 * e, "train_r2": -1234.5 / e, "val_r2": -2345.6 / e} for e in range(1, 9)],
+        {"target_normalize": "standard"}, {}, {})),
+    "learning rate in 1e-6": (plots.lr_and_grad, Evidence(
+        {}, [{"epoch": e, "lr": 1e-6 * (1 + 0.001 * e), "grad_norm": 1234.5 + e} for e in range(1, 30)], {}, {}, {})),
+    "per-layer norms on log axes": (plots.layer_grad_norms, Evidence({}, [], {}, _weights(20, 4, 3e4), {})),
+    "eight layers of histograms": (plots.activation_histograms, Evidence({}, [], {}, _probes(8), {})),
+    "confusion, three long class names": (plots.confusion, Evidence(
+        {}, [], {}, {}, {"confusion": {"split": "test", "matrix": [[31, 0, 2], [1, 13, 0], [0, 0, 25]]},
+                         "data": {"classes": ["Adelie penguin", "Chinstrap penguin", "Gentoo penguin"]}})),
+    "confusion, twelve classes": (plots.confusion, Evidence(
+        {}, [], {}, {}, {"confusion": {"split": "val", "matrix": [[10 * (i == j) + j for j in range(12)] for i in range(12)]}})),
+    "reliability after temperature scaling": (plots.reliability, Evidence(
+        {}, [], {"calibration": {"split": "test", "n_bins": 10, "ece": 0.01, "bins": _bins()},
+                 "temperature": {"temperature": 0.409, "reliability_before": {"ece": 0.04, "bins": _bins()}}}, {}, {})),
+}
+
+
+@pytest.mark.parametrize("case", list(LAID_OUT))
+def test_every_figure_keeps_its_text_inside_and_apart(monkeypatch, case):
+    """The fitted margins (figures.fit_margins): as drawn, each axes' text (ticks, labels, title,
+    offset) lies inside the figure and clear of every other axes' text."""
+    draw, ev = LAID_OUT[case]
+    fig, png = _drawn(monkeypatch, draw, ev)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    page = fig.bbox
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
+    for box in boxes:
+        assert page.x0 - 0.5 <= box.x0 and box.x1 <= page.x1 + 0.5, (case, box, page)
+        assert page.y0 - 0.5 <= box.y0 and box.y1 <= page.y1 + 0.5, (case, box, page)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            overlap_x, overlap_y = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert overlap_x <= 0.5 or overlap_y <= 0.5, (case, a, b)
+    assert _smallest_text_px(fig, png) >= MIN_PX or draw is plots.confusion

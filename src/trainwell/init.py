@@ -3,6 +3,9 @@
 Each linear or convolutional layer's nonlinearity is the first activation module that follows
 it; the head (no activation after it) is `linear`. Kaiming uses that nonlinearity; `gain = "auto"`
 gives xavier/lecun/orthogonal the activation's recommended gain. Biases are zero by default.
+`pytorch` (the default) is PyTorch's own scheme for linear and convolutional layers, drawn again
+from the run's seeded init stream, so a recipe and seed give the same network whatever the global
+generator's state when it is built.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def init_weight_(w: torch.Tensor, scheme: str, *, nonlinearity: str = "linear", 
         gain = nn.init.calculate_gain(nonlinearity, negative_slope if nonlinearity == "leaky_relu" else None)
     g = generator
     with torch.no_grad():
+        if scheme == "pytorch":         # nn.Linear's and nn.ConvNd's reset_parameters: U(+-1/sqrt(fan_in))
+            return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
         if scheme == "zeros":
             return w.zero_()
         if scheme == "constant":
@@ -79,11 +84,16 @@ INITIALIZERS = ("pytorch", "zeros", "constant", "normal", "uniform", "xavier_nor
 def init_model_(model: nn.Module, section, generator: torch.Generator | None = None) -> nn.Module:
     """Apply the recipe's [init] section to every linear/conv layer of `model`."""
     for _, layer, nonlinearity, slope in layer_nonlinearities(model):
-        if section.weights != "pytorch":
-            init_weight_(layer.weight, section.weights, nonlinearity=nonlinearity, negative_slope=slope,
-                         gain=section.gain, mode=section.mode, std=section.std, mean=section.mean,
-                         a=section.a, b=section.b, value=section.value, generator=generator)
-        if layer.bias is not None and section.bias != "pytorch":
-            with torch.no_grad():
+        init_weight_(layer.weight, section.weights, nonlinearity=nonlinearity, negative_slope=slope,
+                     gain=section.gain, mode=section.mode, std=section.std, mean=section.mean,
+                     a=section.a, b=section.b, value=section.value, generator=generator)
+        if layer.bias is None:
+            continue
+        with torch.no_grad():
+            if section.bias == "pytorch":       # PyTorch's own: U(+-1/sqrt(fan_in)), from the same stream
+                fan_in = fans(layer.weight)[0]
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+            else:
                 layer.bias.fill_(section.bias_value if section.bias == "constant" else 0.0)
     return model

@@ -85,11 +85,16 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
         splits = Splits(np.sort(np.concatenate([splits.train, splits.val])), splits.val[:0], splits.test)
     indices = {"train": splits.train, "val": splits.val, "test": splits.test}
     keys = checks.row_keys(ds.x)                    # of the rows as loaded (leakage: here and in the facts)
-    x_all = torch.from_numpy(rows.arrange(ds.x, splits, in_place=owned))    # ds.x is not read after this
-    y_all = torch.from_numpy(ds.y[rows.split_order(splits)])
+    order = rows.split_order(splits)
+    as_given = _used_as_given(recipe, ds.x, owned, needs_impute, device)
+    if as_given:        # the caller's rows read through the split indices: no copy of them
+        x_all = rows.IndexedRows(torch.from_numpy(ds.x), torch.from_numpy(order))
+    else:
+        x_all = torch.from_numpy(rows.arrange(ds.x, splits, in_place=owned))    # ds.x is not read after this
+    y_all = torch.from_numpy(ds.y[order])
     bounds = rows.split_bounds(splits)
     train_rows = slice(*bounds[0])
-    found_rows = checks.split_warnings(ds, indices, keys, x_all[train_rows].numpy())
+    found_rows = checks.split_warnings(ds, indices, keys, rows.part(x_all, *bounds[0]))
     ds = replace(ds, x=rows.shape_only(ds.x), target_scale=_fit_target_scale(recipe, ds, y_all[train_rows]))
     impute_values = checks.fit_imputer(x_all[train_rows]) if needs_impute else None
     imputed = None
@@ -99,20 +104,33 @@ def prepare_data(recipe: Recipe, data: Any = None, device: torch.device | None =
     ds = replace(ds, preparation=preparation.complete(ds.preparation, imputed, ds.target_scale))
     try:
         normalizer = keep_columns(make_normalizer(recipe.data.normalize, recipe.data.whiten_eps).fit(
-            x_all[train_rows]), [ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})])
+            rows.part(x_all, *bounds[0])), [ds.feature_names.index(c) for c in ds.preparation.get("embedded", {})])
     except ValueError as exc:
         raise RecipeError([str(exc)]) from None
     found = preparation.fit_warnings(ds.preparation) + found_rows     # (the rows' own: before imputing)
-    rows.normalize_in_place(normalizer, x_all, bounds)
-    x_all, y_all = x_all.to(device or torch.device("cpu")), y_all.to(device or torch.device("cpu"))
+    if not as_given:
+        rows.normalize_in_place(normalizer, x_all, bounds)
+        x_all = x_all.to(device or torch.device("cpu"))
+    y_all = y_all.to(device or torch.device("cpu"))
 
     def part(start: int, stop: int) -> SplitTensors | None:
-        return SplitTensors(x_all[start:stop], y_all[start:stop]) if stop > start else None
+        return SplitTensors(rows.part(x_all, start, stop), y_all[start:stop]) if stop > start else None
 
     train, val, test = (part(*b) for b in bounds)
     if lock_test and test is not None:
         test = LockedSplit(len(splits.test))
     return Prepared(ds, train, val, test, normalizer, indices, impute_values, found, split_file, keys)
+
+
+def _used_as_given(recipe: Recipe, x: np.ndarray, owned: bool, needs_impute: bool, device) -> bool:
+    """Whether the splits read the caller's array through their indices (data/rows.py IndexedRows) instead of
+    a copy: rows passed from Python as float32, C-ordered and writable (torch shares such an array), that the
+    run uses as they are (data.normalize = "none", nothing imputed) on the CPU. Every read gives the values a
+    copy would hold; the caller's array is never written (the returned run's `extras["data"]` reads it: what
+    the caller writes there later, it shows)."""
+    return (not owned and recipe.data.normalize == "none" and not needs_impute
+            and (device is None or torch.device(device).type == "cpu")
+            and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable and x.ndim >= 2)
 
 
 def _fit_target_scale(recipe: Recipe, ds: Dataset, y_train: torch.Tensor):

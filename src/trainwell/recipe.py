@@ -217,8 +217,13 @@ Model = Annotated[Union[MLPSection, CNNSection, CustomSection], Field(discrimina
 class InitSection(Section):
     weights: Literal["pytorch", "zeros", "constant", "normal", "uniform", "xavier_normal", "xavier_uniform",
                      "kaiming_normal", "kaiming_uniform", "lecun_normal", "lecun_uniform", "orthogonal"] = _field(
-        "kaiming_normal", "Weight initialization scheme (pytorch leaves PyTorch's default).")
-    bias: Literal["zeros", "constant", "pytorch"] = _field("zeros", "Bias initialization.")
+        "pytorch", "Weight initialization scheme. pytorch (the default) is PyTorch's own, drawn from the run's seed: "
+        "each layer's weights uniform in +-1/sqrt(fan_in), as a hand-written PyTorch model has them; kaiming_normal (He) makes a ReLU layer's "
+        "weights sqrt(6) times larger, which suits deep ReLU networks without normalization. Under batch norm the scale of the weights does "
+        "not change the outputs, only how far a step moves them: the smaller pytorch weights learn faster with "
+        "Adam (benchmarks/init_study.py).")
+    bias: Literal["zeros", "constant", "pytorch"] = _field(
+        "zeros", "Bias initialization (pytorch: PyTorch's own, uniform in +-1/sqrt(fan_in), drawn from the run's seed).")
     bias_value: float = _field(0.0, "Bias value when bias = constant.")
     value: float = _field(0.0, "Weight value when weights = constant.")
     mean: float = _field(0.0, "Mean of weights = normal.")

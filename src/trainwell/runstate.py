@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from .data.rows import byte_blocks
 from .errors import CheckpointError
 from .seeding import host_states, set_host_states
 
@@ -197,5 +198,6 @@ def fingerprint(*splits) -> str:
         if split is not None:
             for t in (split.x, split.y):
                 h.update(str((tuple(t.shape), str(t.dtype))).encode())
-                h.update(t.detach().cpu().contiguous().numpy())    # (its bytes where they are: no copy)
+                for block in byte_blocks(t):        # (a tensor's bytes where they are: no copy)
+                    h.update(block)
     return h.hexdigest()

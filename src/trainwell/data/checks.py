@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .rows import rows_per_read
 
 # A largest/smallest class ratio above this is reported as imbalance.
 IMBALANCE_RATIO = 3.0
@@ -101,11 +102,14 @@ def absent_classes(y: np.ndarray, classes: tuple[str, ...], splits: dict[str, np
     return out
 
 
-def constant_features(x_train: np.ndarray, names: tuple[str, ...]) -> list[str]:
+def constant_features(x_train, names: tuple[str, ...]) -> list[str]:
+    """x_train: the training rows (an array, a tensor or data/rows.py's IndexedRows), read a block at a time."""
     flat = x_train.reshape(len(x_train), -1)
     varies = np.zeros(flat.shape[1], dtype=bool)
-    for i in range(1, len(flat), ROW_BLOCK):        # compared with the first row, a block at a time
-        varies |= (flat[i:i + ROW_BLOCK] != flat[:1]).any(0)
+    first = np.asarray(flat[:1])
+    step = ROW_BLOCK if isinstance(flat, np.ndarray) else rows_per_read(flat)
+    for i in range(1, len(flat), step):             # compared with the first row, a block at a time
+        varies |= (np.asarray(flat[i:i + step]) != first).any(0)
     const = np.flatnonzero(~varies) if len(flat) > 1 else np.array([], int)
     if len(const) == 0:
         return []
@@ -153,7 +157,7 @@ def class_imbalance(y: np.ndarray, classes: tuple[str, ...]) -> list[str]:
             "loss.class_weight = \"balanced\" or train.sampler = \"balanced\""]
 
 
-def split_warnings(ds, splits: dict[str, np.ndarray], keys: list[bytes], x_train: np.ndarray) -> list[str]:
+def split_warnings(ds, splits: dict[str, np.ndarray], keys: list[bytes], x_train) -> list[str]:
     """Every warning about a loaded, split dataset (ds: a sources.Dataset; keys: row_keys of every row;
     x_train: the training rows)."""
     found = constant_features(x_train, ds.feature_names) + shared_rows(keys, splits)

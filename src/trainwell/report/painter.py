@@ -162,11 +162,11 @@ def _warm_up() -> None:
     before the first real figure (about a tenth of a second each, otherwise paid after training)."""
     from . import plots
 
-    fig, ax = plots.plt.subplots(figsize=(2, 2), layout="constrained")
+    fig, ax = plots._subplots(figsize=(2, 2))
     ax.plot([0, 1], [0, 1], label="warm-up")
     ax.set_title("warm-up")
     ax.legend(fontsize=8)
-    plots._png(fig)
+    plots._laid_out(fig)
 
 
 _LATER = "later"        # a forked half's answer for a figure that needs the facts (see _draw_halved)

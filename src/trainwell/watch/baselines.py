@@ -23,15 +23,18 @@ from collections.abc import Iterable
 
 import torch
 
+from ..data.normalize import column_moments
+
 QUERY_BLOCK = 256
 
 
 class Standardizer:
     """Per-column mean and (population) standard deviation of the fitted rows; a constant column is
-    only centred. Applied in place: to a copy the caller owns."""
+    only centred. Applied in place: to a copy the caller owns. The moments are `x.mean(0)` and
+    `x.std(0, unbiased=False)`, bit for bit, taken a block of columns at a time (no temporary of x's size)."""
 
     def __init__(self, x: torch.Tensor):
-        self.mean, self.std = x.mean(0), x.std(0, unbiased=False)
+        self.mean, self.std = column_moments(x)
         self.std[self.std < 1e-12] = 1.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -524,7 +524,8 @@ def dead_relus(ev: Evidence) -> list[Finding]:
         options.append(Option(f"zero biases (init.bias_value = {_fmt(value)} keeps units below zero)",
                               {"init.bias": "zeros"}))
         init_at_fault = True
-    if ev.setting("init.weights") not in ("kaiming_normal", "kaiming_uniform"):
+    # PyTorch's own init (the default) is scaled to the fan-in as He's is: neither leaves units dead
+    if ev.setting("init.weights") not in ("kaiming_normal", "kaiming_uniform", "pytorch"):
         options.append(Option("He (Kaiming) initialization", {"init.weights": "kaiming_normal"}, joint=True))
         init_at_fault = True
     # With a sound initialization, units die from steps too large for them: a lower rate comes first.

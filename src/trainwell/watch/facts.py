@@ -19,11 +19,13 @@ and stored in the run folder (facts.json), so the doctor and the report need not
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..callbacks.nonfinite import all_finite
 from ..data.checks import row_keys
 from ..metrics import predictions, probabilities, r2
 from . import baselines as bl
@@ -116,9 +118,12 @@ class TrainingSample:
         if len(x) > BASELINE_ROWS:
             self.rows = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(x), BASELINE_ROWS,
                                                                                    replace=False)))
-        xs = flat[self.rows.to(flat.device)].cpu().double()         # a copy of the sample's rows only
+        # a float64 copy of the sample's rows only, filled a block of rows at a time
+        xs = torch.empty(len(self.rows), flat.shape[1], dtype=torch.float64)
+        for i in range(0, len(xs), bl.QUERY_BLOCK):
+            xs[i:i + bl.QUERY_BLOCK].copy_(flat[self.rows[i:i + bl.QUERY_BLOCK].to(flat.device)])
         self.x, self.scale = None, None
-        if torch.isfinite(xs).all():
+        if all_finite([xs]):        # (isfinite would hold a float64 |x| as large as the sample)
             self.scale = bl.Standardizer(xs)
             self.x = self.scale(xs)
 
@@ -258,9 +263,15 @@ def confident_mistakes(probs: torch.Tensor, y: torch.Tensor, top: int) -> list[t
 def _outputs(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     was = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).float().cpu()
+    out = None
+    for i in range(0, len(x), batch):
+        part = model(x[i:i + batch])
+        if out is None:         # one result tensor, filled batch after batch (no list of parts to join)
+            out = torch.empty((len(x), *part.shape[1:]), dtype=torch.float32)
+        out[i:i + len(part)] = part
+        del part
     model.train(was)
-    return out
+    return out if out is not None else torch.empty(0)
 
 
 def _without_codes(x: torch.Tensor, ds) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -286,6 +297,38 @@ def _split_row_keys(prepared) -> dict[int, bytes]:
 
 def gather_facts(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
                  loss_kind: str) -> dict[str, Any]:
+    """The facts of a finished run (see the module's docstring). Before and after them the C heap's free
+    pages (training's and the facts' freed temporaries) are handed back to the system, so the run holds
+    less while the report is drawn beside it."""
+    release_free_heap()         # (what training and the last evaluations freed)
+    try:
+        return _gather(model, prepared, task, top, eval_batch, loss_kind)
+    finally:
+        release_free_heap()
+
+
+def release_free_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim; nothing elsewhere). Freed tensors
+    of a few MiB stay in the heap, between live small blocks, as resident pages no one uses."""
+    global _trim
+    if _trim is None:
+        _trim = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _trim = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                pass
+    if _trim:
+        _trim(0)
+
+
+_trim: Any = None
+
+
+def _gather(model: torch.nn.Module, prepared, task: str, top: int, eval_batch: int,
+            loss_kind: str) -> dict[str, Any]:
     ds, ix = prepared.dataset, prepared.indices
     splits = {"train": prepared.train, "val": prepared.val, "test": prepared.test}
     every_key = prepared.row_keys or _split_row_keys(prepared)     # (a Prepared made by hand may not carry them)
