@@ -152,6 +152,8 @@ def test_indexed_rows_read_what_the_gathered_rows_hold_bit_for_bit(n, width, see
     # anything else acts on the gathered rows: a torch function, a tensor method, numpy
     assert torch.equal(torch.nn.functional.relu(r), torch.relu(want))
     assert torch.equal(r.sum(0), want.sum(0)) and torch.equal(r.double(), want.double())
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(want[0].numel(), 2))
+    assert torch.equal(net(r), net(want))           # a module handed the split itself
     np.testing.assert_array_equal(np.asarray(r), want.numpy())
 
 
