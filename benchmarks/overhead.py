@@ -8,12 +8,16 @@ cross-entropy) on synthetic MNIST-shaped data, trained by:
                         epoch, history.csv, probes, the progress bar drawing to an off-screen
                         terminal) but PyTorch's initialization (see RECIPE), train.precision = "32";
   - trainwell bf16    : the same with train.precision = "bf16-mixed";
-  - trainwell compile : train.compile = true; and compile + bf16 both.
+  - trainwell compile : train.compile = true; and compile + bf16 both;
+  - tw ... 1 thread   : bf16 and float32 with train.threads = 1 (torch's CPU threads: with two cores, a
+                        second thread halves the matrix products but wakes for every other operation).
 Every contender trains on the same rows and evaluates the validation split once per epoch. Each run
 is a fresh process (so its peak memory, VmHWM, is its own); the runs are interleaved, one round per
 seed (the order shuffled per round), and seed s seeds the initialization, the batch order and
 dropout of every contender. Figures: the median seconds per epoch (each run's first epoch dropped:
-warm-up and compilation), the validation accuracy of each seed, the median VmHWM.
+warm-up and compilation), the CPU seconds of those epochs (the process's threads together: the work
+apart from waiting), the validation accuracy of each seed, the median VmHWM; each run's line also
+shows the machine's load average when it ended.
 
 The float32 GEMM floor is the time of the epoch's matrix products alone: the step's forward,
 input-gradient and weight-gradient products at their shapes, times the steps of an epoch, plus the
@@ -79,6 +83,16 @@ def split(x, y):
     return t(x[:n]), t(y[:n]), t(x[n:]), t(y[n:])
 
 
+def clock() -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds over all its threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float], end: tuple[float, float] | None = None) -> tuple[float, float]:
+    end = end or clock()
+    return end[0] - start[0], end[1] - start[1]
+
+
 def evaluate(model, xv, yv) -> float:
     model.eval()
     with torch.inference_mode():
@@ -97,7 +111,7 @@ def naive_loop(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=BATCH, shuffle=True)
     times, acc = [], math.nan
     for _ in range(epochs):
-        tic = time.perf_counter()
+        tic = clock()
         model.train()
         for xb, yb in loader:
             opt.zero_grad()
@@ -105,7 +119,7 @@ def naive_loop(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
             loss.backward()
             opt.step()
         acc = evaluate(model, xv, yv)
-        times.append(time.perf_counter() - tic)
+        times.append(since(tic))
     return times, acc
 
 
@@ -117,7 +131,7 @@ def fused_loop(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
     g = torch.Generator().manual_seed(seed)
     times, acc = [], math.nan
     for _ in range(epochs):
-        tic = time.perf_counter()
+        tic = clock()
         model.train()
         perm = torch.randperm(len(xt), generator=g)
         for i in range(0, len(xt), BATCH):
@@ -127,7 +141,7 @@ def fused_loop(x, y, epochs: int, seed: int) -> tuple[list[float], float]:
             opt.step()
             opt.zero_grad(set_to_none=True)
         acc = evaluate(model, xv, yv)
-        times.append(time.perf_counter() - tic)
+        times.append(since(tic))
     return times, acc
 
 
@@ -143,21 +157,21 @@ def trainwell_loop(options: dict):
             """Wall time between epoch ends: training, validation, metrics, checkpoints, history."""
 
             def fit_start(self, trainer) -> None:
-                self.marks = [time.perf_counter()]
+                self.marks = [clock()]
 
             def epoch_end(self, trainer, row) -> None:
-                self.marks.append(time.perf_counter())
+                self.marks.append(clock())
 
-        clock = EpochClock()
+        epochs_clock = EpochClock()
         # Draw the live bar as in a terminal, into a buffer, so its cost is counted.
         console = Console(file=io.StringIO(), force_terminal=True, width=120)
         original = progress.ProgressBar.__init__
         progress.ProgressBar.wanted = staticmethod(lambda quiet, console=None: True)
         progress.ProgressBar.__init__ = lambda self, c=None: original(self, console)
         with tempfile.TemporaryDirectory() as d:
-            result = tw.fit(out=os.path.join(d, "run"), quiet=True, data=(x, y), callbacks=[clock],
+            result = tw.fit(out=os.path.join(d, "run"), quiet=True, data=(x, y), callbacks=[epochs_clock],
                             **RECIPE, **options, **{"train.epochs": epochs, "seed": seed})
-        times = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
+        times = [since(a, b) for a, b in zip(epochs_clock.marks, epochs_clock.marks[1:])]
         return times, result.history[-1]["val_accuracy"]
     return run
 
@@ -169,6 +183,8 @@ CONTENDERS = {
     "trainwell bf16": trainwell_loop({"train.precision": "bf16-mixed"}),
     "trainwell compile": trainwell_loop({"train.compile": True}),
     "tw compile+bf16": trainwell_loop({"train.compile": True, "train.precision": "bf16-mixed"}),
+    "tw bf16 1 thread": trainwell_loop({"train.precision": "bf16-mixed", "train.threads": 1}),
+    "tw 32 1 thread": trainwell_loop({"train.threads": 1}),
 }
 
 
@@ -188,7 +204,8 @@ def one(name: str, rows: int, epochs: int, seed: int) -> None:
     warnings.simplefilter("ignore")
     x, y = make_data(rows)
     times, acc = CONTENDERS[name](x, y, epochs, seed)
-    print(json.dumps({"times": times, "accuracy": acc, "vmhwm": vm_hwm_mib()}))
+    print(json.dumps({"times": [w for w, _ in times], "cpu": [c for _, c in times], "accuracy": acc,
+                      "vmhwm": vm_hwm_mib()}))
 
 
 # ------------------------------------------------------------------------------ the GEMM floor
@@ -250,21 +267,26 @@ def main() -> None:
                 raise SystemExit(f"{name} (seed {seed}) failed:\n{proc.stderr[-3000:]}")
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             res["epoch"] = statistics.median(res["times"][1:])
+            res["epoch_cpu"] = statistics.median(res["cpu"][1:])
             per[name].append(res)
-            print(f"seed {seed}  {name:<18} {res['epoch']:.3f} s/epoch  val_accuracy {res['accuracy']:.4f}  "
-                  f"VmHWM {res['vmhwm']:.0f} MiB", flush=True)
+            print(f"seed {seed}  {name:<18} {res['epoch']:.3f} s/epoch ({res['epoch_cpu']:.3f} CPU s)  "
+                  f"val_accuracy {res['accuracy']:.4f}  VmHWM {res['vmhwm']:.0f} MiB  load {os.getloadavg()[0]:.1f}",
+                  flush=True)
     floor, peak = gemm_floor(args.rows)
+    load = os.getloadavg()
     med = {k: statistics.median(r["epoch"] for r in v) for k, v in per.items()}
     base = med.get("naive loop", math.nan)
     mem_base = statistics.median(r["vmhwm"] for r in per["naive loop"]) if "naive loop" in per else math.nan
     print(f"\n{args.rows} rows (80% train), {args.epochs} epochs, {args.seeds} seeds, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; float32 peak {peak:.0f} GFLOP/s at 128x784x512")
-    print(f"{'contender':<19}{'s/epoch':>9}{'vs naive':>10}{'vs floor':>10}{'VmHWM MiB':>11}{'vs naive':>10}"
+          f"{torch.get_num_threads()} threads; float32 peak {peak:.0f} GFLOP/s at 128x784x512; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
+    print(f"{'contender':<19}{'s/epoch':>9}{'vs naive':>10}{'vs floor':>10}{'CPU s':>8}{'VmHWM MiB':>11}{'vs naive':>10}"
           f"   val_accuracy per seed")
     for k, runs in per.items():
         mem = statistics.median(r["vmhwm"] for r in runs)
+        cpu = statistics.median(r["epoch_cpu"] for r in runs)
         accs = "  ".join(f"{r['accuracy']:.4f}" for r in runs)
-        print(f"{k:<19}{med[k]:>9.3f}{med[k] / base:>10.2f}{med[k] / floor:>10.2f}{mem:>11.0f}"
+        print(f"{k:<19}{med[k]:>9.3f}{med[k] / base:>10.2f}{med[k] / floor:>10.2f}{cpu:>8.3f}{mem:>11.0f}"
               f"{mem / mem_base:>10.2f}   {accs}")
     print(f"{'GEMM floor (fp32)':<19}{floor:>9.3f}{floor / base:>10.2f}{1:>10.2f}")
     best = min((v, k) for k, v in med.items() if k.startswith(("trainwell", "tw ")))

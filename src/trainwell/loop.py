@@ -14,7 +14,7 @@
         evaluate validation split (inference mode, whole split at once for the metrics)
         record one history row -> plateau -> best epoch -> early stopping (should_stop, reason)
         epoch_end (a callback may return a stop reason)
-        save best (when improved) and last checkpoints, history.csv
+        save best (when improved) and last checkpoints, history.csv (written and fsynced by a helper thread)
     restore best weights -> fit_end
 
 The Trainer receives a Setup (build.py) and never reads the recipe. The step does no host
@@ -93,6 +93,7 @@ class Trainer:
         self._writes = run_dir is not None                # (data parallel: whether rank 0 writes)
         self._next_save = math.inf
         self._fault = False
+        self._writer = ckpt.BackgroundWriter()            # checkpoint files, written while training goes on
         self.apply_lr()
 
     @property
@@ -269,9 +270,16 @@ class Trainer:
             self.guard.remember(ckpt.encode(*self.state_dict(), "the initial state"))
         self._next_save = time.monotonic() + self._every_seconds()
         try:
-            with InterruptFlag() as self.interrupts:
-                while st.epoch < self.settings.epochs and st.stop_reason is None:
-                    self._epoch()
+            with InterruptFlag() as self.interrupts:   # also while the last files are written: a signal raises the flag
+                try:
+                    while st.epoch < self.settings.epochs and st.stop_reason is None:
+                        self._epoch()
+                except BaseException:
+                    self._writer.close(check=False)    # what was queued still lands; the run's own error goes on
+                    raise
+                self._writer.close()          # every checkpoint on disk (or its write error) before fit returns
+                if self._interrupted():       # Ctrl-C / SIGTERM while they were written
+                    self._interrupt()
         finally:
             self.interrupts = None
             if self.progress is not None:
@@ -317,8 +325,9 @@ class Trainer:
                 st.stop_reason, st.stopped_epoch = str(reason), st.epoch
         if healthy:
             self._write_state(best=self.settings.save_best and self.setup.components["monitor"].improved)
-        if self.run_dir is not None:
-            atomic_write_text(self.run_dir / HISTORY, history_csv(st.history))
+        if self.run_dir is not None:       # after this epoch's checkpoints, on the same helper thread
+            text, path = history_csv(st.history), self.run_dir / HISTORY
+            self._writer.call(lambda: atomic_write_text(path, text))
         if self.progress is not None:
             forward = self.setup.forward
             self.progress.end_epoch(row, self.settings.monitor, None if forward is None else forward.seconds)
@@ -348,6 +357,7 @@ class Trainer:
     def _rollback(self) -> None:
         """Back to the guard's restore point with a smaller LR; the guard keeps its own record. The best
         checkpoint goes back too: it may hold an epoch after the restore point, which the run discards."""
+        self._writer.close()                      # the best file below replaces what is queued, not the reverse
         where = {"epoch": self.state.epoch + 1, "at_step": self.state.step}
         guard = self.guard.state_dict()
         self.load_state_dict(*ckpt.decode(self.guard.restore_point(), "the last good state"))
@@ -369,6 +379,7 @@ class Trainer:
         sums = [cur.loss_sum, cur.norm_sum] if cur is not None else []
         if self._all_ranks(all_finite(sums + self._weights())):
             self._write_state(best=False, force_last=True)
+            self._writer.close()                  # on disk before the message says so
             saved = "checkpoint saved"
         else:
             saved = "the state was not finite, the last good checkpoint is kept"
@@ -417,7 +428,7 @@ class Trainer:
         if best and self.run_dir is not None:
             files[BEST] = self._best_checkpoint(self.model.state_dict())
         if files:
-            ckpt.write_files(self.run_dir / CHECKPOINTS, files)
+            self._writer.submit(self.run_dir / CHECKPOINTS, files)
 
     def _best_checkpoint(self, weights: dict[str, torch.Tensor]) -> bytes:
         """best.safetensors: the best epoch's weights with the data statistics, and which epoch it is."""
