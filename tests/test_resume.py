@@ -130,6 +130,37 @@ def test_sigint_and_sigterm_save_print_the_resume_command_and_exit_130(processes
     assert_same_run(tmp / "reference", folder)
 
 
+KILL_AT_FIRST_RENAME = """
+import os, signal, sys
+real = os.replace
+def replace(src, dst, *a, **k):
+    if os.path.basename(dst) == "last.safetensors":     # the first checkpoint, about to be renamed in
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+os.replace = replace
+from trainwell.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_first_checkpoint_is_renamed_in_resumes_from_the_beginning(tmp_path):
+    # The manifest then names the first `last` file as staged ("next") only, and the file is not there:
+    # resume starts the run again (it used to stop at "checkpoint not found", with nothing to resume).
+    ref, killed = tmp_path / "reference", tmp_path / "killed"
+    run = [sys.executable, "-m", "trainwell.cli"]
+    assert subprocess.run([*run, "fit", "--quiet", "--out", str(ref), *SETS], capture_output=True).returncode == 0
+    died = subprocess.run([sys.executable, "-c", KILL_AT_FIRST_RENAME, "fit", "--quiet", "--out", str(killed),
+                           *SETS], capture_output=True)
+    assert died.returncode == -9
+    manifest = json.loads((killed / "checkpoints" / "manifest.json").read_text())
+    assert set(manifest["last.safetensors"]) == {"next"} and not (killed / "checkpoints" / "last.safetensors").exists()
+    again = subprocess.run([*run, "resume", str(killed)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "no checkpoint yet, starting the run from the beginning" in again.stdout
+    assert_same_run(ref, killed)
+
+
 # ------------------------------------------------------- deterministic crashes at each boundary
 class Crash(Exception):
     """Stands for the process dying at that point."""

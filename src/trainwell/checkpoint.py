@@ -117,13 +117,40 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 
 def write_files(folder: Path, files: dict[str, bytes]) -> None:
     """Atomically replace checkpoint files of `folder`, keeping the manifest valid at every moment."""
-    manifest = read_manifest(folder, strict=False)
+    manifest = _settled(folder, read_manifest(folder, strict=False), files)
     new = {name: _entry(data) for name, data in files.items()}
     staged = {**manifest, **{name: {**manifest.get(name, {}), "next": new[name]} for name in files}}
     atomic_write_bytes(folder / MANIFEST, _dump(staged))
     for name, data in files.items():
         atomic_write_bytes(folder / name, data)
     atomic_write_bytes(folder / MANIFEST, _dump({**manifest, **new}))
+
+
+def _settled(folder: Path, manifest: dict[str, Any], names) -> dict[str, Any]:
+    """The manifest with the entries of `names` that an interrupted write left with a staged "next"
+    made to say what the file on disk holds: the new bytes (the rename happened), the old (it did
+    not), or no entry (a first write that never landed). Without this, the next staging would keep
+    the stale digest beside its own, and a kill before its rename would leave a file that matches
+    neither. Costs one hash of the file, only after an interrupted write."""
+    settled = dict(manifest)
+    for name in names:
+        entry = manifest.get(name, {})
+        staged = entry.get("next")
+        if not isinstance(staged, dict):
+            continue
+        try:
+            raw = (folder / name).read_bytes()
+        except FileNotFoundError:
+            settled.pop(name)
+            continue
+        except OSError:
+            continue
+        found = _entry(raw)
+        if found == staged:
+            settled[name] = staged
+        elif found == {k: entry.get(k) for k in ("sha256", "bytes")}:
+            settled[name] = found
+    return settled
 
 
 class BackgroundWriter:

@@ -82,7 +82,9 @@ def check_workers(run_dir: str | Path, nproc: int, overrides: dict[str, Any]) ->
 def _last_state(run_dir: Path) -> tuple[dict, dict] | None:
     folder = run_dir / CHECKPOINTS
     path = folder / LAST
-    if not path.exists() and LAST not in read_manifest(folder):
+    # Not on disk and never written whole: no manifest entry, or one with only the digest of a first
+    # write staged ("next"): the run was killed before or while its first checkpoint was renamed in.
+    if not path.exists() and "sha256" not in read_manifest(folder).get(LAST, {}):
         if (run_dir / METRICS).exists():
             raise RunDirError(f"{run_dir}: a finished run without a last checkpoint (checkpoint.last = "
                               "false); nothing to resume")
