@@ -156,3 +156,37 @@ def test_the_evidence_reaches_the_helper_in_plain_types():
     code = "import pickle, sys\npickle.loads(sys.stdin.buffer.read())\nprint('torch' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(sent), capture_output=True, check=True)
     assert out.stdout.split() == [b"False", b"False"]
+
+
+def test_on_large_data_the_helper_starts_after_the_facts_and_the_page_is_the_same(tmp_path):
+    # LATE_BYTES lowered so that digits counts as large: the helper must start only once the facts are
+    # gathered (past the run's largest moment), and still draw the whole page, byte for byte.
+    out = tmp_path / "run"
+    code = ("import sys, json\nimport trainwell as tw\nfrom trainwell.report import painter\n"
+            "from trainwell.watch import session\n"
+            "painter.LATE_BYTES = 1\norder = []\nstart, gather = painter.Painter.start, session.gather_facts\n"
+            "painter.Painter.start = lambda: (order.append('helper'), start())[1]\n"
+            "session.gather_facts = lambda *a, **k: (order.append('facts'), gather(*a, **k))[1]\n"
+            f"tw.fit(out={str(out)!r}, quiet=True, **{{'train.epochs': 3, 'data.source': 'digits'}})\n"
+            "print(json.dumps([order, 'matplotlib' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    order, imported_there = json.loads(proc.stdout.splitlines()[-1])
+    assert order == ["facts", "helper"] and not imported_there
+    page = (out / "report.html").read_text()
+    shown = dict(FIGURE.findall(page))
+    assert set(shown) == set(plots.FIGURES)
+    ev = load_evidence(out)
+    assert html.render(ev, diagnose(ev), (out / "recipe.toml").read_text()) == page
+
+
+def test_which_runs_count_as_large(tmp_path):
+    assert not painter.starts_late(painter.LATE_BYTES - 1) and painter.starts_late(painter.LATE_BYTES)
+    big = tmp_path / "rows.npy"
+    with open(big, "wb") as f:           # sparse: the size is on record, no disk is used
+        f.truncate(painter.LATE_BYTES)
+    assert painter.source_bytes(str(big)) == painter.LATE_BYTES
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "a").write_bytes(b"x" * 10)
+    (tmp_path / "idx" / "b").write_bytes(b"x" * 5)
+    assert painter.source_bytes(str(tmp_path / "idx")) == 15
+    assert painter.source_bytes("digits") == 0 and painter.source_bytes(str(tmp_path / "absent.csv")) == 0

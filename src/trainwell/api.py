@@ -63,6 +63,12 @@ class Run(RunViews):
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def rows_bytes(prepared) -> int:
+    """The bytes of the splits' input rows (as the model reads them)."""
+    return sum(part.x.shape.numel() * part.x.dtype.itemsize
+               for part in (prepared.train, prepared.val, prepared.test) if part is not None)
+
+
 def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: str | Path | None = None,
         quiet: bool = False, model: nn.Module | None = None, data: Any = None, force: bool = False,
         callbacks: list[Callback] | None = None, resume_state: tuple | None = None, lock_test: bool = False,
@@ -87,7 +93,7 @@ def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: s
     with _run_lock(run_dir), ExitStack() as ends:     # the lock released, the watch closed, however the run ends
         if main:
             _before_training(run_dir, recipe, prepared, setup, quiet)
-        watch, finisher = WatchSession(recipe, run_dir), finisher_for(recipe, quiet)   # [train.average]
+        watch, finisher = WatchSession(recipe, run_dir, rows_bytes(prepared)), finisher_for(recipe, quiet)
         ends.callback(watch.close)
         trainer = _trainer(setup, recipe, world, writes=out is not False, run_dir=run_dir,
                            callbacks=[finisher, *(callbacks or []), *watch.callbacks()] if main else [finisher],

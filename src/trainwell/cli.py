@@ -66,9 +66,10 @@ def _fit(args: argparse.Namespace) -> int:
         return 0
     world = _world()
     if recipe.watch.report and (args.nproc or 1) == 1 and (world is None or world.main):
-        from .report.painter import prestart
+        from .report.painter import prestart, source_bytes, starts_late
 
-        prestart()          # the report's figures: matplotlib imported on another core while torch is here
+        if not starts_late(source_bytes(recipe.data.source)):
+            prestart()      # the report's figures: matplotlib imported on another core while torch is here
     nproc = _workers(args)
     if nproc > 1:                              # this process launches the workers, each runs this command
         from . import distributed as ddp

@@ -128,6 +128,30 @@ def plain(v: Any) -> Any:
     return v
 
 
+# Data of this size or more (the rows' bytes in memory, or a source file's on disk): the helper starts after
+# the run has gathered its facts, not before training. Its imports (numpy, matplotlib: about 50 MiB) would
+# otherwise sit beside the run's largest moment, the facts, where memory is what a large run runs out of;
+# a run on that much data trains for seconds, and half a second more for the report is little beside it.
+LATE_BYTES = 64 * 2**20
+
+
+def starts_late(size: int) -> bool:
+    """Whether the helper of a run on `size` bytes of data starts after the facts (see LATE_BYTES)."""
+    return size >= LATE_BYTES
+
+
+def source_bytes(source: str) -> int:
+    """The bytes on disk of a data source that is a file or a folder (its files), else 0 (a bundled or
+    synthetic set, a path not there: the run finds out and says so)."""
+    try:
+        path = Path(source)
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+        return path.stat().st_size
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
 def prestart() -> None:
     """Start the helper now, for the next `WatchSession` of this process to take (the command line
     calls this before importing torch, so matplotlib's import overlaps torch's)."""

@@ -13,7 +13,7 @@ from .probes import ProbeCallback
 
 
 class WatchSession:
-    def __init__(self, recipe, run_dir: Path | None):
+    def __init__(self, recipe, run_dir: Path | None, data_bytes: int = 0):
         self.recipe, self.run_dir, w = recipe, run_dir, recipe.watch
         self.tensorboard = None
         if w.tensorboard and run_dir is not None:
@@ -24,10 +24,13 @@ class WatchSession:
         self.probes = ProbeCallback(w.probe_every, run_dir, sink) if w.probes else None
         # The report's figures are drawn by a helper process (report/painter.py) that imports matplotlib
         # while the run trains; the command line starts it before torch's import, else it starts here.
+        # On large data it starts once the facts are gathered (painter.LATE_BYTES).
         from ..report import painter
 
         early = painter.take()
-        if run_dir is not None and w.report:
+        wanted = run_dir is not None and w.report
+        self.late = wanted and painter.starts_late(data_bytes)
+        if wanted and not self.late:
             self.painter = early or painter.Painter.start()
         else:
             self.painter = None
@@ -54,6 +57,12 @@ class WatchSession:
             self.painter.begin(recipe, trainer.state.history, metrics, probes)
         facts = gather_facts(trainer.model, prepared, trainer.setup.task, w.suspects,
                              self.recipe.train.eval_batch_size, trainer.setup.loss_kind)
+        if self.late:           # large data: the helper starts now, past the run's peak (the facts)
+            from ..report import painter
+
+            self.painter = painter.Painter.start()
+            if self.painter is not None:
+                self.painter.begin(recipe, trainer.state.history, metrics, probes)
         if self.run_dir is not None:
             write_json(self.run_dir / FACTS, facts)
         ev = Evidence(recipe, trainer.state.history, metrics, probes, facts)
