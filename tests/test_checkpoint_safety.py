@@ -210,10 +210,10 @@ def test_a_run_killed_inside_successive_writes_always_leaves_files_its_manifest_
     for i, (names, kill_at) in enumerate(writes):
         count = 0
 
-        def replace(*args, **kw):
+        def replace(*args, _kill_at=kill_at, **kw):
             nonlocal count
             count += 1
-            if count == kill_at:
+            if count == _kill_at:
                 raise Killed
             return real(*args, **kw)
 
