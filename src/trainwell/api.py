@@ -64,9 +64,12 @@ class Run(RunViews):
 
 
 def rows_bytes(prepared) -> int:
-    """The bytes of the splits' input rows (as the model reads them)."""
+    """The bytes of the splits' input rows (as the model reads them); a locked test split's are not read."""
+    from .search.lock import LockedSplit
+
     return sum(part.x.shape.numel() * part.x.dtype.itemsize
-               for part in (prepared.train, prepared.val, prepared.test) if part is not None)
+               for part in (prepared.train, prepared.val, prepared.test)
+               if part is not None and not isinstance(part, LockedSplit))
 
 
 def fit(recipe: str | Path | Mapping[str, Any] | Recipe | None = None, *, out: str | Path | None = None,

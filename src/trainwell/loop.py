@@ -326,8 +326,7 @@ class Trainer:
         if healthy:
             self._write_state(best=self.settings.save_best and self.setup.components["monitor"].improved)
         if self.run_dir is not None:       # after this epoch's checkpoints, on the same helper thread
-            text, path = history_csv(st.history), self.run_dir / HISTORY
-            self._writer.call(lambda: atomic_write_text(path, text))
+            self.write_text(self.run_dir / HISTORY, history_csv(st.history))
         if self.progress is not None:
             forward = self.setup.forward
             self.progress.end_epoch(row, self.settings.monitor, None if forward is None else forward.seconds)
@@ -353,6 +352,11 @@ class Trainer:
     # ------------------------------------------------------------------------------ faults
     def _weights(self) -> list[torch.Tensor]:
         return [t for t in self.model.state_dict().values() if t.is_floating_point()]
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Replace a run-folder file with `text` (atomically) on the checkpoint writer's thread, in order
+        with the checkpoints: a callback's epoch record lands before the epoch's `last` checkpoint."""
+        self._writer.call(lambda: atomic_write_text(path, text))
 
     def _rollback(self) -> None:
         """Back to the guard's restore point with a smaller LR; the guard keeps its own record. The best

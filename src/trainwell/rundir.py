@@ -91,8 +91,13 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def json_text(obj: Any) -> str:
+    """The text write_json writes."""
+    return json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def history_csv(rows: list[dict[str, Any]]) -> str:

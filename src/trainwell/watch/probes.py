@@ -38,7 +38,7 @@ from torch import nn
 from ..init import layer_nonlinearities
 from ..loop import Callback
 from ..precision import inverse_scale
-from ..rundir import PROBES, write_json
+from ..rundir import PROBES, json_text
 
 SATURATION = 0.97          # |tanh| above, or sigmoid outside [0.03, 0.97]: the unit's slope is < ~6% of its peak
 HIST_BINS = 40
@@ -151,7 +151,8 @@ class ProbeCallback(Callback):
         self.epochs.append(record)
         if self.sink is not None:
             self.sink(record)
-        self.save()
+        if self.run_dir is not None:        # written by the trainer's writer thread, before this epoch's checkpoint
+            trainer.write_text(self.run_dir / PROBES, json_text(self.to_dict()))
 
     def fit_end(self, trainer) -> None:
         self._disarm()
@@ -173,11 +174,6 @@ class ProbeCallback(Callback):
                               "shape": list(m.weight.shape)} for n, m, nl in self.weighted],
                 "activations": [{"name": n, "kind": k} for n, _, k in self.activations],
                 "epochs": self.epochs}
-
-    def save(self) -> None:
-        if self.run_dir is not None:
-
-            write_json(self.run_dir / PROBES, self.to_dict())
 
     def _load_previous(self, epoch: int):
         """On resume, keep the records of the epochs already done."""
