@@ -102,3 +102,28 @@ def test_a_write_that_fails_during_fit_stops_fit_with_its_error(tmp_path, monkey
         tw.fit(out=tmp_path / "run", quiet=True, **{**TINY, "train.epochs": 6})
     assert len(calls) <= 3                # raised at the next epoch's write at the latest
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")[1]["epoch"] == 1
+
+
+def test_a_slow_disk_makes_submit_wait_instead_of_holding_every_checkpoint(tmp_path):
+    # A run that checkpoints faster than the disk writes would otherwise keep each waiting checkpoint's
+    # bytes in memory (a large model saved every step: gigabytes). Jobs beyond PENDING wait at submit.
+    release, started, done = threading.Event(), threading.Event(), []
+    writer = BackgroundWriter()
+
+    def slow():
+        started.set()
+        release.wait(10)
+        done.append("slow")
+
+    writer.call(slow)
+    assert started.wait(10)                   # the writer is busy with the slow job; the queue is empty
+    for i in range(BackgroundWriter.PENDING):
+        writer.call(lambda i=i: done.append(i))
+    blocked = threading.Thread(target=writer.call, args=(lambda: done.append("late"),))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()                 # the submitter waits while PENDING jobs are queued
+    release.set()
+    blocked.join(10)
+    writer.close()
+    assert done == ["slow", *range(BackgroundWriter.PENDING), "late"]

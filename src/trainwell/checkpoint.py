@@ -160,10 +160,13 @@ class BackgroundWriter:
     write is as atomic as `write_files` / `atomic_write_bytes` themselves. A failed write (WriteError,
     or any exception) is raised in the submitting thread at its next `submit` or at `close`; the jobs
     queued after it are dropped, as if the run had stopped at the failure. The thread starts at the
-    first job and ends at `close`."""
+    first job and ends at `close`. At most `PENDING` jobs wait: a run that makes checkpoints faster
+    than the disk takes them waits at `submit`, instead of holding ever more checkpoints' bytes."""
+
+    PENDING = 3          # an epoch's end queues three: its probes record, its checkpoints, history.csv
 
     def __init__(self) -> None:
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue = queue.Queue(maxsize=self.PENDING)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
