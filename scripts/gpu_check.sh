@@ -47,8 +47,8 @@ BASE = {"data.source": str(work / "data.npz"), "data.normalize": "none", "data.s
         "model.hidden": [512, 256], "model.norm": "batch", "model.dropout": 0.5, "optimizer.kind": "adam",
         "optimizer.lr": 1e-3, "train.batch_size": 256, "train.epochs": 3, "train.device": "cuda",
         "schedule.kind": "constant", "stopping.enabled": False, "watch.doctor": False, "watch.report": False,
-        # the hand-written loop's initialization (PyTorch's own), so the accuracy column compares like with like:
-        # trainwell's default kaiming_normal trains slower in the first epochs here (issue #13, benchmarks/overhead.py)
+        # the hand-written loop's initialization (PyTorch's own, biases too; trainwell's default biases are zeros),
+        # so the accuracy column compares like with like
         "init.weights": "pytorch", "init.bias": "pytorch"}
 
 
