@@ -12,13 +12,17 @@
 #   scripts/gpu_check.sh            (PY=/path/to/python to choose the interpreter)
 #
 # Without CUDA it refuses with one line and exit code 3: it measures nothing on a CPU.
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_ROWS=2000 runs the same steps on the CPU, on fewer rows (bf16 in
+# place of float16, which a CPU does not train in): a rehearsal of the script itself, not a measurement
+# (tests/test_gpu_check.py runs it so that the one try on a lent GPU does not fail on the script).
 set -euo pipefail
 PY=${PY:-python}
 export OMP_WAIT_POLICY=PASSIVE
+export GPU_CHECK_DEVICE=${GPU_CHECK_DEVICE:-cuda} GPU_CHECK_ROWS=${GPU_CHECK_ROWS:-40000}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
-if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if [ "$GPU_CHECK_DEVICE" = cuda ] && ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: no CUDA device (torch.cuda.is_available() is False); this check needs a GPU, nothing was run" >&2
   exit 3
 fi
@@ -36,16 +40,28 @@ from torch.nn import functional as F
 
 work = Path(sys.argv[1])
 started = time.perf_counter()
+DEVICE, ROWS = os.environ["GPU_CHECK_DEVICE"], int(os.environ["GPU_CHECK_ROWS"])
+CUDA = DEVICE == "cuda"
+HALF = "16-mixed" if CUDA else "bf16-mixed"       # a CPU rehearsal: float16 does not train on a CPU
 rng = np.random.default_rng(0)
-x = rng.normal(size=(40000, 784)).astype(np.float32)
+x = rng.normal(size=(ROWS, 784)).astype(np.float32)
 y = (x @ rng.normal(size=(784, 10)).astype(np.float32)).argmax(1)
 np.savez(work / "data.npz", x=x, y=y)
-print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-      f"bf16 supported: {torch.cuda.is_bf16_supported()}", flush=True)
+if CUDA:
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+          f"bf16 supported: {torch.cuda.is_bf16_supported()}", flush=True)
+else:
+    print(f"device: cpu (a rehearsal of this script on {ROWS} rows, not a GPU measurement), torch {torch.__version__}",
+          flush=True)
+
+
+def sync():
+    if CUDA:
+        torch.cuda.synchronize()
 
 BASE = {"data.source": str(work / "data.npz"), "data.normalize": "none", "data.split": [0.8, 0.2, 0.0],
         "model.hidden": [512, 256], "model.norm": "batch", "model.dropout": 0.5, "optimizer.kind": "adam",
-        "optimizer.lr": 1e-3, "train.batch_size": 256, "train.epochs": 3, "train.device": "cuda",
+        "optimizer.lr": 1e-3, "train.batch_size": 256, "train.epochs": 3, "train.device": DEVICE,
         "schedule.kind": "constant", "stopping.enabled": False, "watch.doctor": False, "watch.report": False,
         # the hand-written loop's initialization (PyTorch's own, biases too; trainwell's default biases are zeros),
         # so the accuracy column compares like with like
@@ -83,11 +99,12 @@ def fit(name, **sets):
 print("\n1. fit at each precision, and compiled", flush=True)
 epochs = {}
 for name, sets in {"32": {}, "bf16-mixed": {"train.precision": "bf16-mixed"},
-                   "16-mixed": {"train.precision": "16-mixed"}, "compile": {"train.compile": True}}.items():
+                   **({"16-mixed": {"train.precision": "16-mixed"}} if CUDA else {}),
+                   "compile": {"train.compile": True}}.items():
     epochs[name] = fit(name, **sets)
 
-print("\n2. kill (SIGKILL) after the first mid-epoch checkpoint, resume, compare (16-mixed)", flush=True)
-KILL = {"train.precision": "16-mixed", "checkpoint.every_steps": 40, "train.epochs": 3}
+print(f"\n2. kill (SIGKILL) after the first mid-epoch checkpoint, resume, compare ({HALF})", flush=True)
+KILL = {"train.precision": HALF, "checkpoint.every_steps": max(2, ROWS // 1000), "train.epochs": 3}
 ref, killed = work / "ref", work / "killed"
 subprocess.run(cli("fit", "--out", str(ref), **KILL), check=True, capture_output=True)
 proc = subprocess.Popen(cli("fit", "--out", str(killed), **KILL), stdout=subprocess.DEVNULL,
@@ -121,7 +138,7 @@ print("\n3. epoch time against a hand-written loop (data on the GPU, tensor inde
 
 
 def hand_loop(dtype):
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     n = int(0.8 * len(x))
     xt, yt = torch.from_numpy(x[:n]).to(dev), torch.from_numpy(y[:n]).to(dev)
     xv, yv = torch.from_numpy(x[n:]).to(dev), torch.from_numpy(y[n:]).to(dev)
@@ -132,20 +149,21 @@ def hand_loop(dtype):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
     for _ in range(3):
-        torch.cuda.synchronize()
+        sync()
         tic = time.perf_counter()
         model.train()
         perm = torch.randperm(n, device=dev)
         for i in range(0, n, 256):
             idx = perm[i:i + 256]
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.autocast(DEVICE, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = F.cross_entropy(model(xt[idx]).float(), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         model.eval()
-        with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.no_grad(), torch.autocast(DEVICE, dtype=dtype or torch.float32, enabled=dtype is not None):
             acc = (model(xv).argmax(1) == yv).float().mean().item()
+        sync()
         times.append(time.perf_counter() - tic)
     return statistics.median(times[1:]), acc
 
