@@ -242,9 +242,13 @@ def _draw_halved(keys: list[str], ev, send) -> list[str]:
         code = 1
         try:
             os.close(r)
+            # Every figure drawn before any is sent: the parent reads the pipe only once its own half is
+            # drawn, and a PNG or two fill a pipe's buffer; writing as it went, this copy would wait there.
+            drawn: list = []
+            later = _draw(theirs, ev, drawn.append)
             with os.fdopen(w, "wb") as pipe:
-                for key in _draw(theirs, ev, lambda msg: pickle.dump(msg, pipe, protocol=pickle.HIGHEST_PROTOCOL)):
-                    pickle.dump((key, _LATER), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                for msg in [*drawn, *((key, _LATER) for key in later)]:
+                    pickle.dump(msg, pipe, protocol=pickle.HIGHEST_PROTOCOL)
             code = 0
         finally:
             os._exit(code)
