@@ -71,3 +71,18 @@ def test_a_command_that_fails_ends_the_ordinary_way(tmp_path):
     out = _entry(["recipe", "--set", "optimizer.lr=-1"], tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("trainwell: error: ") and "optimizer.lr" in out.stderr
     assert (tmp_path / "handler-ran").read_text() == "yes"
+
+
+def test_the_summary_keeps_each_metric_with_its_value_and_the_run_folder_whole_on_a_narrow_terminal(tmp_path):
+    # rich folds at the console's width (80 in a pipe): "nll" on one line and its value on the next, the
+    # run folder's path cut in two. The summary's lines are printed whole instead.
+    run = tmp_path / ("a-long-folder-name-" * 4) / "run"
+    env = {**os.environ, "COLUMNS": "40", "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "trainwell.cli", "fit", "--out", str(run), "--set", "data.source=iris",
+                          "--set", "train.epochs=2", "--set", "watch.report=false"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    test = [line for line in lines if line.startswith("test ")]
+    assert len(test) == 1 and all(f" {k} " in test[0] for k in ("loss", "accuracy", "f1", "nll", "ece"))
+    assert f"run folder: {run}" in lines

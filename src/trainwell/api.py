@@ -202,7 +202,9 @@ def run_name(recipe: Recipe, custom: str | None = None) -> str:
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path | None) -> None:
-    con = Console()
+    # One line each, whatever the width: a metric's name is not parted from its value, nor the run folder's
+    # path broken for a copy; a terminal folds a long line itself, and a log keeps it whole for grep.
+    con = Console(soft_wrap=True)
     scaled = metrics.get("target_normalize")
     test = "  ".join(f"{k}{f' ({scaled} targets)' if scaled and k == 'loss' else ''} {v:.4f}"
                      for k, v in metrics["test"].items())
