@@ -548,3 +548,11 @@ def test_linear_versus_net_is_the_paired_gap_of_sklearn_scores():
     assert vs["gap"] == pytest.approx(accuracy_score(labels, lin_l) - accuracy_score(labels, net_l))
     assert vs["gap"] / vs["se"] == pytest.approx(ttest_rel((lin_l == labels) * 1.0, (net_l == labels) * 1.0).statistic)
     assert linear_versus_net(y[:, None].repeat(2, 1), lin, net, "r2") == {}      # several outputs: not compared
+
+
+@pytest.mark.parametrize(("n", "says"), [(1, "1 training row is confidently"), (3, "3 training rows are confidently")])
+def test_a_few_suspected_labels_are_counted_in_words_that_agree(n, says):
+    suspects = [{"index": i, "label": "a", "prediction": "b", "confidence": 0.8} for i in range(n)]
+    probes = {"epochs": [{"epoch": 1, "train_eval": {"accuracy": 0.99}}]}
+    found = D.mislabeled(ev(curve([0.5]), probes, {"suspects": suspects}, {"task": "multiclass"}))
+    assert [f.rule for f in found] == ["suspected_mislabeled"] and found[0].message.startswith(says)

@@ -709,7 +709,8 @@ def mislabeled(ev: Evidence) -> list[Finding]:
     if not suspects or not fit or max(fit) < 0.9:
         return []
     return [finding(ev, "suspected_mislabeled", "info",
-                    f"{len(suspects)} training rows are confidently predicted as another class: {shown}",
+                    (f"{len(suspects)} training rows are" if len(suspects) != 1 else "1 training row is")
+                    + f" confidently predicted as another class: {shown}",
                     {"rows": suspects, "noise": noise}, options)]
 
 
